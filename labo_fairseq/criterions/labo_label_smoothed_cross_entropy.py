@@ -1,0 +1,162 @@
+"""fairseq glue for LABO: the registered criterion ``labo_label_smoothed_cross_entropy``.
+
+A thin subclass of fairseq's label-smoothed cross-entropy: same flags, same logging, and the
+loss swapped for :func:`labo_fairseq.loss.labo_label_smoothed_nll_loss`. All math lives in
+:mod:`labo_fairseq.loss` and :mod:`labo_fairseq.solver`, which need no fairseq state.
+
+Logged besides loss / nll_loss / ppl (all summable across workers):
+``labo_temp`` mean temperature T = 1/β over non-padding target positions (T = 1 where the
+budget does not bind; positions with β = 0, i.e. T = ∞, are counted in ``labo_uniform``
+instead), ``labo_bound`` fraction of positions where the budget binds, ``labo_beta`` mean β.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import utils
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.logging import metrics
+
+from labo_fairseq.loss import check_epsilon, labo_label_smoothed_nll_loss_with_stats
+
+
+@dataclass
+class LaboLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    labo_budget: float = field(
+        default=1.0,
+        metadata={
+            "help": "LABO smoothing budget δ in nats: how far (KL) the instance-level smoothing "
+            "distribution may move from the uniform LS prior; 0 = plain label smoothing"
+        },
+    )
+    labo_tol: float = field(
+        default=1e-4,
+        metadata={"help": "LABO solver tolerance on |KL(u*||uniform) - δ| in nats (> 0)"},
+    )
+    labo_max_iter: int = field(
+        default=20, metadata={"help": "LABO solver cap on Newton/bisection iterations (>= 1)"}
+    )
+
+
+def _check_config(label_smoothing: float, budget: float, tol: float, max_iter: int) -> None:
+    """Rejects settings the method is undefined for, naming the flag and its valid range."""
+    check_epsilon(label_smoothing)
+    if not (budget >= 0 and math.isfinite(budget)):
+        raise ValueError(f"--labo-budget (δ, nats) must be a finite number >= 0, got {budget}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"--labo-tol must be a finite number > 0, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"--labo-max-iter must be an integer >= 1, got {max_iter}")
+
+
+@register_criterion(
+    "labo_label_smoothed_cross_entropy", dataclass=LaboLabelSmoothedCrossEntropyCriterionConfig
+)
+class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        labo_budget=1.0,
+        labo_tol=1e-4,
+        labo_max_iter=20,
+    ):
+        _check_config(label_smoothing, labo_budget, labo_tol, labo_max_iter)
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        self.labo_budget = labo_budget
+        self.labo_tol = labo_tol
+        self.labo_max_iter = labo_max_iter
+        self._batches_seen = 0
+
+    def forward(self, model, sample, reduce=True):
+        """Like fairseq's label smoothing, plus the LABO diagnostics in the logging output."""
+        self._batches_seen += 1
+        net_output = model(**sample["net_input"])
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        loss, nll_loss, stats = labo_label_smoothed_nll_loss_with_stats(
+            lprobs,
+            target,
+            self.eps,
+            self.labo_budget,
+            ignore_index=self.padding_idx,
+            reduce=reduce,
+            tol=self.labo_tol,
+            max_iter=self.labo_max_iter,
+        )
+        if not bool(torch.isfinite(loss).all()):
+            self._raise_non_finite(lprobs, sample)
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        valid = target.ne(self.padding_idx)
+        finite_temp = valid & (stats.beta > 0)
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            "labo_positions": utils.item(valid.sum()),
+            "labo_bound": utils.item((stats.bound & valid).sum()),
+            "labo_beta_sum": utils.item(torch.where(valid, stats.beta, 0).sum()),
+            "labo_temp_sum": utils.item(
+                torch.where(finite_temp, stats.beta.clamp_min(1e-30).reciprocal(), 0).sum()
+            ),
+            "labo_temp_count": utils.item(finite_temp.sum()),
+        }
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"] = utils.item(n_correct.data)
+            logging_output["total"] = utils.item(total.data)
+        return loss, sample_size, logging_output
+
+    def compute_loss(self, model, net_output, sample, reduce=True):
+        """Used by fairseq code that calls ``compute_loss`` directly (e.g. some tasks)."""
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        loss, nll_loss, _ = labo_label_smoothed_nll_loss_with_stats(
+            lprobs, target, self.eps, self.labo_budget, ignore_index=self.padding_idx,
+            reduce=reduce, tol=self.labo_tol, max_iter=self.labo_max_iter,
+        )
+        return loss, nll_loss
+
+    def _raise_non_finite(self, lprobs, sample) -> None:
+        """A non-finite loss means NaN/+inf log-probs (diverged training) or a gold token the
+        model masked with -inf; stop with a message naming the batch. Checked on the loss, so
+        healthy batches pay no extra pass over the logits."""
+        bad_rows = (torch.isnan(lprobs) | torch.isposinf(lprobs)).any(-1).nonzero().flatten()
+        ids = sample.get("id", torch.tensor([])).tolist()[:8]
+        raise FloatingPointError(
+            f"LABO criterion: non-finite logits/loss in training batch {self._batches_seen} "
+            f"(sample ids {ids}, {bad_rows.numel()} positions with NaN/inf log-probs): the "
+            "model diverged or a gold token was masked with -inf; lower --lr, check the data, "
+            "or resume from an earlier checkpoint"
+        )
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        """Aggregate logging outputs from data-parallel workers (every field is a sum)."""
+        super().reduce_metrics(logging_outputs)
+
+        def total(key: str) -> float:
+            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
+
+        positions = total("labo_positions")
+        if positions > 0:
+            metrics.log_scalar("labo_bound", total("labo_bound") / positions, positions, round=3)
+            metrics.log_scalar("labo_beta", total("labo_beta_sum") / positions, positions, round=3)
+        temp_count = total("labo_temp_count")
+        if temp_count > 0:
+            metrics.log_scalar(
+                "labo_temp", total("labo_temp_sum") / temp_count, temp_count, round=3
+            )
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

@@ -1,0 +1,144 @@
+"""The LABO training loss with fairseq's ``label_smoothed_nll_loss`` contract.
+
+Per position, ``ℓ = −(1 − α)·log p_y − α·Σ_{k≠y} u*_k·log p_k`` with u* from the LABO solver
+(LABO.md §1–3). With budget δ = 0, u* is uniform and ℓ is exactly fairseq's label smoothing.
+
+Why a custom autograd Function: the loss needs only per-row scalars from the solver (the mean of
+the log-probs under u*), and u* is a stop-gradient constant, so the gradient with respect to the
+log-probs is simply ``−q = −((1 − α)·e_y + α·u*)``. The backward recomputes u* chunk by chunk from
+the log-probs log_softmax already saved, instead of keeping an N × V copy of u* alive between
+forward and backward; peak memory stays that of label smoothing.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from labo_fairseq import solver as labo_solver
+
+
+class RowStats(NamedTuple):
+    """Per-position solver results, kept for logging (no gradient flows through them)."""
+
+    beta: Tensor  # inverse temperature 1/T; 1 for padded rows
+    bound: Tensor  # True where the budget binds (KL(p̄‖ū) > δ)
+    kl: Tensor  # KL(u*‖ū) reached, in nats
+
+
+def check_epsilon(epsilon: float) -> None:
+    """α must lie in [0, 1): at α = 1 the gold token would get no weight at all."""
+    if not (0.0 <= epsilon < 1.0):
+        raise ValueError(f"--label-smoothing (α) must be in [0, 1), got {epsilon}")
+
+
+class _LaboSmoothedLoss(torch.autograd.Function):
+    """Per-row LABO loss of ``lprobs`` [N, V]; rows whose target is ignored give 0."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        lprobs: Tensor,
+        target: Tensor,
+        valid: Tensor,
+        epsilon: float,
+        budget: labo_solver.Budget,
+        tol: float,
+        max_iter: int,
+        ignore_index: Optional[int],
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        sol = labo_solver.solve(
+            lprobs, target, budget, tol=tol, max_iter=max_iter, ignore_index=ignore_index
+        )
+        cdtype = sol.beta.dtype
+        gold = lprobs.gather(1, target.unsqueeze(1)).squeeze(1).to(cdtype)
+        # Σ_k u*_k·log p_k = shift + E_{u*}[lp − shift]; zero for rows with no unmasked class.
+        expected = sol.shift + sol.mean_shifted
+        loss = -(1.0 - epsilon) * gold - epsilon * expected
+        loss = torch.where(valid, loss, torch.zeros_like(loss))
+        ctx.save_for_backward(lprobs, target, valid, sol.beta, sol.shift, sol.log_norm)
+        ctx.epsilon, ctx.has_mask = epsilon, sol.has_mask
+        ctx.mark_non_differentiable(sol.beta, sol.bound)
+        return loss.to(lprobs.dtype), sol.beta, sol.bound, sol.kl
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, *_unused: Tensor):  # type: ignore[override]
+        lprobs, target, valid, beta, shift, log_norm = ctx.saved_tensors
+        eps = ctx.epsilon
+        g = torch.where(valid, grad_loss.to(beta.dtype), torch.zeros_like(beta))
+        grad = torch.empty_like(lprobs)
+        rows = labo_solver.chunk_rows(lprobs)
+        for start in range(0, lprobs.size(0), rows):
+            sl = slice(start, min(start + rows, lprobs.size(0)))
+            w, _ = labo_solver.tempered_rows(
+                lprobs[sl], target[sl], beta[sl], shift[sl], ctx.has_mask
+            )
+            # u* = w / Σw with Σw = exp(log_norm); grad = −g·(α·u* + (1 − α)·e_y).
+            scale = (-eps * g[sl] * torch.exp(-log_norm[sl])).unsqueeze(1)
+            w.mul_(scale)
+            w.scatter_add_(1, target[sl].unsqueeze(1), (-(1.0 - eps) * g[sl]).unsqueeze(1))
+            grad[sl] = w
+        return grad, None, None, None, None, None, None, None
+
+
+def labo_label_smoothed_nll_loss_with_stats(
+    lprobs: Tensor,
+    target: Tensor,
+    epsilon: float,
+    budget: labo_solver.Budget,
+    ignore_index: Optional[int] = None,
+    reduce: bool = True,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 20,
+) -> Tuple[Tensor, Tensor, RowStats]:
+    """:func:`labo_label_smoothed_nll_loss` plus per-row solver results for diagnostics.
+
+    The stats cover all positions flattened (padded ones have β = 1 and are not bound).
+    """
+    check_epsilon(epsilon)
+    vocab = lprobs.size(-1)
+    flat_lprobs = lprobs.reshape(-1, vocab)
+    flat_target = target.reshape(-1)
+    if isinstance(budget, Tensor):
+        budget = budget.reshape(-1)
+    if ignore_index is None:
+        valid = torch.ones_like(flat_target, dtype=torch.bool)
+    else:
+        valid = flat_target != ignore_index
+    loss, beta, bound, kl = _LaboSmoothedLoss.apply(
+        flat_lprobs, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index
+    )
+    nll_loss = -flat_lprobs.gather(1, flat_target.unsqueeze(1)).squeeze(1)
+    nll_loss = torch.where(valid, nll_loss, torch.zeros_like(nll_loss))
+    stats = RowStats(beta, bound, kl)
+    if reduce:
+        return loss.sum(), nll_loss.sum(), stats
+    if ignore_index is not None:
+        # fairseq keeps a trailing singleton dimension when ignore_index is given.
+        return loss.unsqueeze(-1), nll_loss.unsqueeze(-1), stats
+    return loss.view(target.shape), nll_loss.view(target.shape), stats
+
+
+def labo_label_smoothed_nll_loss(
+    lprobs: Tensor,
+    target: Tensor,
+    epsilon: float,
+    budget: labo_solver.Budget,
+    ignore_index: Optional[int] = None,
+    reduce: bool = True,
+    **solver_kw,
+) -> Tuple[Tensor, Tensor]:
+    """(loss, nll_loss) like fairseq's ``label_smoothed_nll_loss``, with u = u* (LABO).
+
+    ``lprobs`` [..., V] log-probabilities, ``target`` [...] class indices, ``epsilon`` = α ∈ [0, 1),
+    ``budget`` = δ ≥ 0 in nats (float or one value per position). Solver keywords: ``tol``,
+    ``max_iter``. The gradient with respect to the logits is p − q with u* held constant.
+    """
+    loss, nll_loss, _ = labo_label_smoothed_nll_loss_with_stats(
+        lprobs, target, epsilon, budget, ignore_index, reduce, **solver_kw
+    )
+    return loss, nll_loss
+
+

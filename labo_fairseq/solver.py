@@ -1,0 +1,298 @@
+"""The LABO solver: the closed-form inner solution of LABO.md §3 in batched PyTorch.
+
+For every row (target position) with logits ``z`` and gold index ``y`` the optimal label
+regulariser is a tempered softmax of the model's own non-target logits,
+``u*_k ∝ exp(β·z_k)`` for ``k ≠ y``, with one inverse temperature ``β = 1/T ∈ [0, 1]`` per row:
+``β = 1`` when ``KL(p̄ ‖ ū) ≤ δ``, otherwise the root of ``KL(m_β ‖ ū) = δ``.
+
+Why it is written this way:
+- The root finding needs only three moments of the shifted non-target logits under ``m_β``
+  (Σw, Σw·d, Σw·d² with ``w = exp(β·d)``), so each iteration is one read of the logits, done in
+  row chunks that stay in cache and never allocate a fresh N × V temporary.
+- The closed-form start ``β₀ = sqrt(2δ / Var_ū(z))`` plus a bisection-safeguarded Newton step
+  converges in a few iterations; rows that have converged drop out of later passes.
+- Everything runs in float32 or wider whatever the input dtype (fp16/bf16 training), and on any
+  device: there is no fairseq import and no device-specific code.
+- Classes whose logit is ``-inf`` (masked) are outside the support: ``u*`` gives them zero
+  mass and ``ū`` is uniform over the remaining non-target classes, so the loss stays finite.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+Budget = Union[float, Tensor]
+
+# Finite stand-in for -inf after shifting: its square still fits in float32.
+_MASKED_SHIFT = -1e18
+# Elements of one row chunk: small enough to stay in a CPU core's cache, large enough that
+# Python overhead is negligible. On accelerators chunking only bounds temporary memory.
+_CHUNK_ELEMENTS = {"cpu": 1 << 18}
+_DEFAULT_ACCELERATOR_CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass
+class LaboSolution:
+    """Per-row results of the solver, all vectors of length N in the compute dtype.
+
+    ``shift`` is the largest non-target score, ``log_norm`` = log Σ_{k≠y} exp(β·(z_k − shift))
+    and ``mean_shifted`` = E_{u*}[z − shift]; together with ``beta`` they reproduce u* exactly
+    (see :func:`tempered_rows`) without storing an N × V tensor.
+    """
+
+    beta: Tensor
+    shift: Tensor
+    log_norm: Tensor
+    mean_shifted: Tensor
+    kl: Tensor
+    bound: Tensor
+    iterations: int
+    has_mask: bool
+
+    @property
+    def temperature(self) -> Tensor:
+        """T = 1/β per row (infinite where β = 0, i.e. u* = ū)."""
+        return self.beta.reciprocal()
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solver works in: the input's if it is float32 or wider, else float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def chunk_rows(scores: Tensor, chunk_elements: Optional[int] = None) -> int:
+    """Rows per chunk for ``scores`` [N, V] on its device."""
+    if chunk_elements is None:
+        chunk_elements = _CHUNK_ELEMENTS.get(
+            scores.device.type, _DEFAULT_ACCELERATOR_CHUNK_ELEMENTS
+        )
+    return max(1, chunk_elements // max(1, scores.size(-1)))
+
+
+def _chunks(n_rows: int, rows: int) -> Iterator[slice]:
+    for start in range(0, n_rows, rows):
+        yield slice(start, min(start + rows, n_rows))
+
+
+def _budget_rows(budget: Budget, n_rows: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Validates δ and broadcasts it to one value per row."""
+    budget_t = torch.as_tensor(budget, dtype=dtype, device=device)
+    if budget_t.dim() > 1 or (budget_t.dim() == 1 and budget_t.numel() not in (1, n_rows)):
+        raise ValueError(
+            f"budget must be a float or a tensor of shape [N]={n_rows}, got shape {tuple(budget_t.shape)}"
+        )
+    if bool(torch.isnan(budget_t).any()) or bool((budget_t < 0).any()):
+        raise ValueError(
+            "LABO budget δ (--labo-budget) must be a number >= 0 (nats); got "
+            f"{budget if isinstance(budget, float) else 'a tensor with negative or NaN entries'}"
+        )
+    return budget_t.expand(n_rows).contiguous() if budget_t.dim() else budget_t.repeat(n_rows)
+
+
+def check_inputs(scores: Tensor, target: Tensor, ignore_index: Optional[int] = None) -> None:
+    """Raises ValueError for shapes, vocabulary sizes or target indices the solver cannot use."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D [N, V], got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise ValueError(f"scores must be a floating-point tensor, got {scores.dtype}")
+    if target.shape != scores.shape[:1]:
+        raise ValueError(
+            f"target must have shape [N]={scores.size(0)}, got {tuple(target.shape)}"
+        )
+    vocab = scores.size(1)
+    if vocab < 2:
+        raise ValueError(f"LABO needs a vocabulary of at least 2 classes, got V={vocab}")
+    real = target if ignore_index is None else target[target != ignore_index]
+    if real.numel() and (int(real.min()) < 0 or int(real.max()) >= vocab):
+        bad = int(real.min()) if int(real.min()) < 0 else int(real.max())
+        raise ValueError(
+            f"target index {bad} is outside the vocabulary [0, {vocab - 1}]: the target "
+            "dictionary and the model's output layer disagree (re-binarize the data with the "
+            "dictionary the model was built with)"
+        )
+
+
+def tempered_rows(
+    scores: Tensor,
+    target: Tensor,
+    beta: Tensor,
+    shift: Tensor,
+    has_mask: bool,
+) -> Tuple[Tensor, Tensor]:
+    """Unnormalised tempered weights of one chunk and the shifted scores they weigh.
+
+    Returns ``(w, d)`` with ``d = z − shift`` (masked entries replaced by a finite stand-in) and
+    ``w = exp(β·d)``, zero at the target column and at masked classes. Both are fresh chunk-sized
+    tensors in the compute dtype.
+    """
+    d = scores.to(compute_dtype(scores.dtype)) - shift.unsqueeze(1)
+    if has_mask:
+        masked = torch.isneginf(d)
+        d.clamp_min_(_MASKED_SHIFT)
+    w = torch.exp(beta.unsqueeze(1) * d)
+    if has_mask:
+        w.masked_fill_(masked, 0.0)
+    w.scatter_(1, target.unsqueeze(1), 0.0)
+    return w, d
+
+
+def _moments(
+    scores: Tensor,
+    target: Tensor,
+    beta: Tensor,
+    shift: Tensor,
+    has_mask: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(log Σw, E_m[d], Var_m[d]) of one chunk under m_β, from one pass over it."""
+    w, d = tempered_rows(scores, target, beta, shift, has_mask)
+    s0 = w.sum(1)
+    w.mul_(d)
+    s1 = w.sum(1)
+    s2 = w.mul_(d).sum(1)
+    # s0 >= 1 whenever the row has an unmasked non-target class (its maximum contributes exp(0)).
+    s0_safe = s0.clamp_min(torch.finfo(s0.dtype).tiny)
+    mean = s1 / s0_safe
+    var = (s2 / s0_safe - mean * mean).clamp_min(0.0)
+    return s0_safe.log(), mean, var
+
+
+def _uniform_statistics(
+    scores: Tensor, target: Tensor, rows: int
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One pass: per-row shift (max non-target score), count of unmasked non-targets, and the
+    mean and variance of the shifted scores under ū."""
+    n_rows = scores.size(0)
+    cdtype = compute_dtype(scores.dtype)
+    shift = torch.empty(n_rows, dtype=cdtype, device=scores.device)
+    count = torch.empty(n_rows, dtype=cdtype, device=scores.device)
+    mean = torch.empty_like(shift)
+    var = torch.empty_like(shift)
+    for sl in _chunks(n_rows, rows):
+        z = scores[sl].to(cdtype, copy=True)
+        z.scatter_(1, target[sl].unsqueeze(1), -math.inf)
+        zmax = z.amax(1)
+        # Rows whose non-targets are all masked get shift 0 (they carry no regulariser).
+        zmax = torch.where(torch.isfinite(zmax), zmax, torch.zeros_like(zmax))
+        z.sub_(zmax.unsqueeze(1))
+        unmasked = torch.isfinite(z)
+        n = unmasked.sum(1).to(cdtype)
+        z.masked_fill_(~unmasked, 0.0)
+        n_safe = n.clamp_min(1.0)
+        m = z.sum(1) / n_safe
+        v = (z.mul_(z).sum(1) / n_safe - m * m).clamp_min(0.0)
+        shift[sl], count[sl], mean[sl], var[sl] = zmax, n, m, v
+    return shift, count, mean, var
+
+
+def _evaluate(
+    scores: Tensor,
+    target: Tensor,
+    beta: Tensor,
+    shift: Tensor,
+    rows_idx: Tensor,
+    has_mask: bool,
+    rows: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Moments at ``beta`` (one value per selected row) for the rows ``rows_idx``."""
+    out = [], [], []
+    all_rows = rows_idx.numel() == scores.size(0)
+    for sl in _chunks(rows_idx.numel(), rows):
+        idx = rows_idx[sl]
+        chunk = scores[sl] if all_rows else scores.index_select(0, idx)
+        for acc, val in zip(out, _moments(chunk, target[idx], beta[sl], shift[idx], has_mask)):
+            acc.append(val)
+    return tuple(torch.cat(acc) for acc in out)  # type: ignore[return-value]
+
+
+def solve(
+    scores: Tensor,
+    target: Tensor,
+    budget: Budget,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 20,
+    ignore_index: Optional[int] = None,
+    chunk_elements: Optional[int] = None,
+) -> LaboSolution:
+    """Solves LABO's inner problem for every row of ``scores`` [N, V] (logits or log-probs).
+
+    Rows whose target is ``ignore_index`` are skipped (β = 1, not counted as bound).
+    ``tol`` bounds |KL(u*‖ū) − δ| in nats for rows where the budget binds.
+    """
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"LABO solver tolerance (--labo-tol) must be a finite number > 0, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"LABO solver iteration cap (--labo-max-iter) must be >= 1, got {max_iter}")
+    check_inputs(scores, target, ignore_index)
+    scores = scores.detach()
+    cdtype = compute_dtype(scores.dtype)
+    n_rows, device = scores.size(0), scores.device
+    rows = chunk_rows(scores, chunk_elements)
+    delta = _budget_rows(budget, n_rows, device, cdtype)
+
+    shift, count, mean_u, var_u = _uniform_statistics(scores, target, rows)
+    has_mask = bool((count < scores.size(1) - 1).any())
+    log_n = count.clamp_min(1.0).log()
+    everything = torch.arange(n_rows, device=device)
+    beta = torch.ones(n_rows, dtype=cdtype, device=device)
+    log_norm, mean, _ = _evaluate(scores, target, beta, shift, everything, has_mask, rows)
+    kl = mean - log_norm + log_n  # KL(m_1 ‖ ū) = β·E[d] − log Σw + log n at β = 1
+
+    active = (kl > delta) & (count > 1)
+    if ignore_index is not None:
+        active &= target != ignore_index
+    bound = active.clone()
+    # δ = 0 (or a budget below tolerance where the closed form already gives ~0): u* = ū exactly.
+    at_uniform = active & (delta == 0)
+    if bool(at_uniform.any()):
+        beta[at_uniform] = 0.0
+        log_norm[at_uniform] = log_n[at_uniform]
+        mean[at_uniform] = mean_u[at_uniform]
+        kl[at_uniform] = 0.0
+        active &= ~at_uniform
+
+    idx = active.nonzero().squeeze(1)
+    lo = torch.zeros(idx.numel(), dtype=cdtype, device=device)
+    hi = torch.ones_like(lo)
+    b = torch.sqrt(2.0 * delta[idx] / var_u[idx].clamp_min(1e-30)).clamp(max=1.0)
+    iterations = 0
+    while idx.numel() and iterations < max_iter:
+        iterations += 1
+        ln, m, v = _evaluate(scores, target, b, shift, idx, has_mask, rows)
+        f = b * m - ln + log_n[idx] - delta[idx]
+        beta[idx], log_norm[idx], mean[idx], kl[idx] = b, ln, m, f + delta[idx]
+        done = f.abs() <= tol
+        lo = torch.where(f < 0, b, lo)
+        hi = torch.where(f > 0, b, hi)
+        slope = b * v
+        newton = b - f / slope.clamp_min(torch.finfo(cdtype).tiny)
+        inside = (newton > lo) & (newton < hi) & (slope > 0)
+        b = torch.where(inside, newton, 0.5 * (lo + hi))
+        keep = ~done
+        idx, lo, hi, b = idx[keep], lo[keep], hi[keep], b[keep]
+    return LaboSolution(beta, shift, log_norm, mean, kl, bound, iterations, has_mask)
+
+
+def solve_inverse_temperature(
+    scores: Tensor,
+    target: Tensor,
+    budget: Budget,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 20,
+    **solver_kw,
+) -> Tensor:
+    """β = 1/T ∈ [0, 1] for every row of ``scores`` [N, V] (logits or log-probabilities)."""
+    return solve(scores, target, budget, tol=tol, max_iter=max_iter, **solver_kw).beta
+
+
+def labo_distribution(scores: Tensor, target: Tensor, budget: Budget, **solver_kw) -> Tensor:
+    """u* [N, V] in the compute dtype: zero at each row's target, every row summing to 1
+    (all-zero only for a row whose non-target classes are all masked)."""
+    sol = solve(scores, target, budget, **solver_kw)
+    w, _ = tempered_rows(scores.detach(), target, sol.beta, sol.shift, sol.has_mask)
+    return w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
