@@ -6,27 +6,23 @@ which torch >= 2.6 now defaults to True. Instead of switching safe loading off, 
 exactly the container and node types those two objects are made of.
 """
 import argparse
-import collections
 import typing
 
 import torch
 
 
 def fairseq_checkpoint_types() -> list:
-    """The non-tensor classes a fairseq 0.12 checkpoint pickles (config objects only)."""
+    """The non-tensor classes a fairseq 0.12 checkpoint pickles (config objects only).
+
+    Checkpoints written by 0.12 hold ``argparse.Namespace`` (found by
+    ``torch.serialization.get_unsafe_globals_in_checkpoint``); checkpoints converted from older
+    releases or saved through hydra can hold the omegaconf objects as well.
+    """
     from omegaconf import base, dictconfig, listconfig, nodes
 
     return [
-        argparse.Namespace,
-        collections.defaultdict,
-        typing.Any,
-        dict,
-        list,
-        int,
-        float,
-        bool,
-        str,
-        type(None),
+        argparse.Namespace,  # ``args`` of every 0.12 checkpoint (None-valued or legacy)
+        typing.Any,  # omegaconf metadata's ref_type/key_type
         dictconfig.DictConfig,
         listconfig.ListConfig,
         base.ContainerMetadata,

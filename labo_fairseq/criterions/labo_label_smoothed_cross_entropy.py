@@ -9,8 +9,8 @@ Logged besides loss / nll_loss / ppl (all summable across workers):
 budget does not bind; positions with β = 0, i.e. T = ∞, are counted in ``labo_uniform``
 instead), ``labo_bound`` fraction of positions where the budget binds, ``labo_beta`` mean β.
 """
-from __future__ import annotations
 
+# No `from __future__ import annotations`: fairseq reads dataclass field types at runtime.
 import math
 from dataclasses import dataclass, field
 

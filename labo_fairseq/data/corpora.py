@@ -1,0 +1,71 @@
+"""Per-corpus knowledge: which source files a pair needs and how they become split texts.
+
+:func:`corpus_sources` names the files (so they can be fetched and verified before anything is
+written); :func:`read_corpus` turns the verified files into normalised parallel lines for the
+train/valid/test splits, checking line counts against what the corpus is known to contain.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from labo_fairseq.data import sources
+from labo_fairseq.data.sources import DataError, SourceFile
+from labo_fairseq.data.splits import split_pairs
+from labo_fairseq.data.text import read_gzip_lines, read_tatoeba_pairs
+from labo_fairseq.pairs import PairConfig
+
+SPLIT_KEYS = ("train", "valid", "test")
+Parallel = tuple[list[str], list[str]]
+
+
+def corpus_sources(cfg: PairConfig) -> dict[str, SourceFile]:
+    """Source files of ``cfg``'s corpus, keyed by a short role name."""
+    if cfg.corpus == "multi30k":
+        return {
+            f"{key}.{lang}": sources.multi30k_file(getattr(cfg.splits, key), lang)
+            for key in SPLIT_KEYS for lang in (cfg.source, cfg.target)
+        }
+    if cfg.corpus == "tatoeba-deu-eng":
+        return {"pairs": sources.tatoeba_file()}
+    return {f.mirror_path: f for f in sources.paper_files(cfg.corpus, cfg.source, cfg.target)}
+
+
+def read_corpus(cfg: PairConfig, paths: dict[str, Path]) -> dict[str, Parallel]:
+    """(source lines, target lines) per split key, from the verified files in ``paths``."""
+    if cfg.corpus == "multi30k":
+        return {key: _read_multi30k(cfg, key, paths) for key in SPLIT_KEYS}
+    if cfg.corpus == "tatoeba-deu-eng":
+        return _read_tatoeba(cfg, paths["pairs"])
+    raise DataError(
+        f"{cfg.pair}: the {cfg.corpus} archives are fetched and verified, but extracting them "
+        "(fairseq's prepare-iwslt14.sh / prepare-wmt14en2de.sh steps) is not implemented yet; "
+        "see docs/DATA.md."
+    )
+
+
+def _read_multi30k(cfg: PairConfig, key: str, paths: dict[str, Path]) -> Parallel:
+    split = getattr(cfg.splits, key)
+    src = read_gzip_lines(paths[f"{key}.{cfg.source}"])
+    tgt = read_gzip_lines(paths[f"{key}.{cfg.target}"])
+    expected = sources.MULTI30K_LINES[split]
+    if not len(src) == len(tgt) == expected:
+        raise DataError(
+            f"Multi30k {split}: {len(src)} {cfg.source} lines and {len(tgt)} {cfg.target} lines, "
+            f"expected {expected} each; replace {paths[f'{key}.{cfg.source}']} and "
+            f"{paths[f'{key}.{cfg.target}']} with fresh copies."
+        )
+    return src, tgt
+
+
+def _read_tatoeba(cfg: PairConfig, path: Path) -> dict[str, Parallel]:
+    pairs = read_tatoeba_pairs(path)
+    if len(pairs) != sources.TATOEBA_PAIRS:
+        raise DataError(f"{path}: {len(pairs)} non-empty pairs, expected {sources.TATOEBA_PAIRS}; "
+                        "replace it with the pinned 2018-05-13 copy.")
+    english_first = (cfg.source, cfg.target) == ("en", "de")
+    result = {}
+    for key, split in split_pairs(pairs).items():
+        english = [en for en, _ in split]
+        german = [de for _, de in split]
+        result[key] = (english, german) if english_first else (german, english)
+    return result

@@ -1,0 +1,64 @@
+"""Where the pipeline reads and writes files, in one place.
+
+Training, evaluation and the reproduction driver must agree on the run-directory layout
+(``<save_root>/<pair>/<method>/seed<S>/``) and on the prepared-data layout written by
+``scripts/prepare.sh`` (``<data_root>/<pair>/{bin,spm,raw,tok}``); both are defined here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+USER_DIR = REPO_ROOT / "labo_fairseq"
+DEFAULT_DATA_ROOT = REPO_ROOT / "data"
+DEFAULT_SAVE_ROOT = REPO_ROOT / "checkpoints"
+DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
+
+RUN_JSON = "run.json"
+DONE = "DONE"
+TRAIN_LOG = "train.log"
+FAIRSEQ_LOG = "fairseq.log"
+RESULT_JSON = "result.json"
+HYP_FILE = "hyp.test.txt"
+
+
+def run_dir(save_root: Path, pair: str, method: str, seed: int) -> Path:
+    """The directory holding one run's checkpoints, logs and results."""
+    return Path(save_root) / pair / method / f"seed{seed}"
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Paths of one pair's prepared data (the output of ``scripts/prepare.sh``)."""
+
+    root: Path
+    target: str
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def spm_model(self) -> Path:
+        return self.root / "spm" / "spm.model"
+
+    @property
+    def raw_test_ref(self) -> Path:
+        return self.root / "raw" / f"test.{self.target}"
+
+    @property
+    def tok_test_ref(self) -> Path:
+        return self.root / "tok" / f"test.{self.target}"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def is_prepared(self) -> bool:
+        """True once prepare.sh has finished (it writes the manifest last)."""
+        return self.manifest.is_file() and self.bin.is_dir()
+
+
+def pair_data(data_root: Path, pair: str, target: str) -> PairData:
+    return PairData(Path(data_root) / pair, target)
