@@ -1,0 +1,132 @@
+"""Evaluates a finished run: checkpoint averaging, fairseq-generate, detokenisation, sacreBLEU.
+
+Every number in the results tables comes from here, so the whole chain is fixed in one place:
+average the last K epoch checkpoints, decode the test set with the pair config's beam and
+length penalty, put hypotheses back in corpus order, decode sentencepiece, and score against
+the untouched references with sacreBLEU (BLEU + chrF, with signatures) plus tokenized BLEU
+where the pair's convention asks for it. Writes ``result.json`` and ``hyp.test.txt`` in the
+run directory.
+
+Usage: ``python -m labo_fairseq.pipeline.evaluate RUN_DIR [--k K]`` (``scripts/evaluate.sh``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import sentencepiece as spm
+import torch
+
+from labo_fairseq.pairs import load_pair_config
+from labo_fairseq.pipeline import layout, scoring
+from labo_fairseq.pipeline.averaging import write_average
+
+GENERATE_OUTPUT = "generate.test.txt"
+_HYPOTHESIS = re.compile(r"^H-(\d+)\t[^\t]*\t(.*)$")
+
+
+class EvaluationError(RuntimeError):
+    """The run cannot be evaluated; the message says why."""
+
+
+def generate_command(data_bin: Path, checkpoint: Path, beam: int, lenpen: float,
+                     batch_size: int = 64) -> list[str]:
+    """fairseq-generate on the test split, printing sentencepiece pieces (no post-processing).
+
+    ``--required-batch-size-multiple 1``: with fairseq's default of 8, ``batch_by_size`` drops
+    a last batch whose size is not a multiple of 8, i.e. silently skips test sentences
+    (fairseq issue #5036).
+    """
+    device = [] if torch.cuda.is_available() else ["--cpu"]
+    return [sys.executable, "-m", "fairseq_cli.generate", str(data_bin),
+            "--user-dir", str(layout.USER_DIR), "--path", str(checkpoint),
+            "--gen-subset", "test", "--beam", str(beam), "--lenpen", str(lenpen),
+            "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+            "--num-workers", "0", *device]
+
+
+def hypotheses_in_order(generate_output: str) -> list[str]:
+    """The ``H-<id>`` lines of fairseq-generate output, sorted back into corpus order."""
+    found = {int(m[1]): m[2] for line in generate_output.splitlines() if (m := _HYPOTHESIS.match(line))}
+    if sorted(found) != list(range(len(found))):
+        raise EvaluationError("fairseq-generate output is missing hypotheses")
+    return [found[i] for i in range(len(found))]
+
+
+def detokenize(pieces: Sequence[str], spm_model: Path) -> list[str]:
+    """Join sentencepiece pieces back into text."""
+    processor = spm.SentencePieceProcessor(model_file=str(spm_model))
+    return [processor.decode_pieces(line.split()) for line in pieces]
+
+
+def evaluate(run_dir: Path, k: int | None = None, stream=sys.stderr) -> dict[str, Any]:
+    """Evaluate ``run_dir``; returns (and writes) the result record."""
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / layout.DONE).exists():
+        raise EvaluationError(f"{run_dir} has no finished training run (no {layout.DONE}); "
+                              "finish or resume training first (scripts/train.sh)")
+    run = json.loads((run_dir / layout.RUN_JSON).read_text())
+    cfg = load_pair_config(run["config"])
+    data_bin = Path(run["data_bin"])
+    data = layout.PairData(data_bin.parent, cfg.target)
+    k = cfg.evaluate.average_last if k is None else k
+    checkpoint, averaged = write_average(run_dir, k)
+    print(f"evaluating {run_dir} with {checkpoint.name} (from {[p.name for p in averaged]})",
+          file=stream, flush=True)
+
+    command = generate_command(data_bin, checkpoint, cfg.generate.beam, cfg.generate.lenpen)
+    proc = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    (run_dir / GENERATE_OUTPUT).write_text(proc.stdout)
+    if proc.returncode != 0:
+        raise EvaluationError(f"fairseq-generate failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    hyps = detokenize(hypotheses_in_order(proc.stdout), data.spm_model)
+    hyp_path = run_dir / layout.HYP_FILE
+    hyp_path.write_text("".join(h + "\n" for h in hyps))
+
+    refs = data.raw_test_ref.read_text().splitlines()
+    result: dict[str, Any] = {
+        "pair": cfg.pair, "method": run["method"], "seed": run["seed"], "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint), "checkpoints_averaged": [str(p) for p in averaged],
+        "k": k, "beam": cfg.generate.beam, "lenpen": cfg.generate.lenpen,
+        "hypotheses": str(hyp_path), "references": str(data.raw_test_ref), "n_sentences": len(hyps),
+        **scoring.sacrebleu_scores(hyps, refs, cfg.bleu.sacrebleu_tokenize),
+        "tokenized_bleu": None, "generate_command": command,
+        "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if cfg.bleu.tokenized_bleu:
+        tok_refs = data.tok_test_ref.read_text().splitlines()
+        result["tokenized_bleu"] = scoring.tokenized_bleu(hyps, tok_refs)
+    (run_dir / layout.RESULT_JSON).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/evaluate.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a finished run: <save-root>/<pair>/<method>/seed<S>")
+    parser.add_argument("--k", type=int, default=None,
+                        help="average the last K epoch checkpoints (default: the config's evaluate.average_last)")
+    ns = parser.parse_args(argv)
+    try:
+        result = evaluate(ns.run_dir, ns.k)
+    except (EvaluationError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{result['pair']} {result['method']} seed{result['seed']}: {result['bleu_detail']}\n"
+          f"  BLEU signature: {result['bleu_signature']}\n"
+          f"  chrF2 = {result['chrf']}  signature: {result['chrf_signature']}")
+    if result["tokenized_bleu"]:
+        print(f"  tokenized {result['tokenized_bleu']['detail']}")
+    print(f"  -> {Path(result['run_dir']) / layout.RESULT_JSON}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

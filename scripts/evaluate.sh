@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Evaluate one run: scripts/evaluate.sh RUN_DIR [--k K] [--data-dir DIR]
+# Thin wrapper over labo_fairseq.pipeline.evaluate (see docs/TRAINING.md).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[[ -x "$PY" ]] || PY=python3
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m labo_fairseq.pipeline.evaluate "$@"
