@@ -72,8 +72,7 @@ def prepare(
     paths = {role: path for role, (path, _) in fetched.items()}
     _stage(manifest, "raw", lambda out: _write_raw(cfg, paths, max_train_lines, out, manifest, record))
     params = spm_params(options["vocab_size"])
-    _stage(manifest, "spm", lambda out: _train_spm(cfg, pair_dir / "raw", params, out))
-    manifest.update(spm=params)
+    _stage(manifest, "spm", lambda out: _train_spm(cfg, pair_dir / "raw", params, out, manifest))
     _stage(manifest, "spm_enc", lambda out: _encode(cfg, pair_dir, out))
     _stage(manifest, "bin", lambda out: _binarize(cfg, pair_dir / "spm_enc", out))
     return pair_dir
@@ -98,10 +97,12 @@ def _write_raw(cfg: PairConfig, paths: dict[str, Path], max_train_lines: int | N
     manifest.update(**record, line_counts={key: len(splits[key][0]) for key in SPLIT_KEYS})
 
 
-def _train_spm(cfg: PairConfig, raw: Path, params: dict[str, object], out: Path) -> None:
+def _train_spm(cfg: PairConfig, raw: Path, params: dict[str, object], out: Path,
+               manifest: Manifest) -> None:
     inputs = ",".join(str(raw / f"train.{lang}") for lang in (cfg.source, cfg.target))
     spm.SentencePieceTrainer.train(input=inputs, model_prefix=str(out / "spm"), minloglevel=2,
                                    **params)
+    manifest.update(spm=params)
 
 
 def _encode(cfg: PairConfig, pair_dir: Path, out: Path) -> None:

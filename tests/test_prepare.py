@@ -1,0 +1,184 @@
+"""Tests for data preparation: slice prepare + reuse, Tatoeba split, and clear failures."""
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labo_fairseq.data import prepare as prep
+from labo_fairseq.data import sources
+from labo_fairseq.data.splits import split_pairs
+from labo_fairseq.data.text import read_tatoeba_pairs
+from labo_fairseq.pairs import list_pairs, load_pair_config
+
+MIRROR = prep.DEFAULT_MIRROR
+needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no corpus mirror at {MIRROR}")
+SLICE = {"max_train_lines": 300, "vocab_size": 300}
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root with (size, mtime_ns)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _tmp_mirror(tmp_path: Path) -> Path:
+    """A writable copy of the Multi30k part of the mirror."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(MIRROR / "multi30k", mirror / "multi30k")
+    for path in mirror.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return mirror
+
+
+def test_all_configs_load_and_match_file_names():
+    pairs = list_pairs()
+    assert {"multi30k-en-de", "tatoeba-de-en", "iwslt14-de-en", "wmt14-en-de"} <= set(pairs)
+    for pair in pairs:
+        cfg = load_pair_config(pair)
+        assert cfg.pair == pair
+        assert pair.endswith(f"{cfg.source}-{cfg.target}")
+
+
+def test_unknown_pair_lists_known_pairs(tmp_path, capsys):
+    assert prep.main(["no-such-pair", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown pair 'no-such-pair'" in err and "multi30k-en-de" in err
+    assert _snapshot(tmp_path) == {}
+
+
+@needs_mirror
+@pytest.mark.slow
+def test_slice_prepare_then_reuse(tmp_path):
+    pair_dir = prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+    for rel in ("bin/dict.en.txt", "bin/dict.de.txt", "bin/train.en-de.en.bin", "spm/spm.model",
+                "raw/test.de", "manifest.json"):
+        assert (pair_dir / rel).is_file(), rel
+    manifest = prep.Manifest(pair_dir, prep.STAGES).data
+    assert set(manifest["stages"]) == set(prep.STAGES)
+    assert manifest["line_counts"] == {"train": 300, "valid": 1014, "test": 1000}
+    assert (pair_dir / "raw/train.en").read_text().count("\n") == 300
+    before = _snapshot(pair_dir)
+
+    prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+    assert _snapshot(pair_dir) == before  # nothing re-encoded, manifest untouched
+
+    with pytest.raises(sources.DataError, match="prepared with options"):
+        prep.prepare("multi30k-en-de", tmp_path, MIRROR, max_train_lines=200, vocab_size=300)
+    assert _snapshot(pair_dir) == before
+
+
+@needs_mirror
+@pytest.mark.slow
+def test_half_written_stage_is_redone(tmp_path):
+    pair_dir = prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+    manifest = prep.Manifest(pair_dir, prep.STAGES)
+    manifest.data["stages"].pop("spm_enc")  # as if killed between rename and stamp
+    manifest.update()
+    (pair_dir / "bin.tmp").mkdir()  # leftover of a killed binarization
+    encoded = (pair_dir / "spm_enc/train.en").stat().st_mtime_ns
+    prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+    assert (pair_dir / "spm_enc/train.en").stat().st_mtime_ns != encoded
+    assert not (pair_dir / "bin.tmp").exists()
+    assert set(prep.Manifest(pair_dir, prep.STAGES).data["stages"]) == set(prep.STAGES)
+
+
+def test_nonexistent_mirror_fails_clearly(tmp_path, capsys):
+    missing = tmp_path / "no-mirror"
+    code = prep.main(["multi30k-en-de", "--mirror", str(missing), "--data-dir", str(tmp_path / "d")])
+    assert code == 2
+    assert f"mirror directory {missing} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+@needs_mirror
+def test_missing_file_in_mirror_names_it(tmp_path):
+    mirror = _tmp_mirror(tmp_path)
+    (mirror / "multi30k/raw/val.de.gz").unlink()
+    with pytest.raises(sources.DataError, match=r"val\.de\.gz is missing from the mirror"):
+        prep.prepare("multi30k-en-de", tmp_path / "d", mirror, **SLICE)
+    assert _snapshot(tmp_path / "d") == {}
+
+
+@needs_mirror
+def test_checksum_mismatch_fails_and_changes_nothing(tmp_path):
+    mirror = _tmp_mirror(tmp_path)
+    target = mirror / "multi30k/raw/test_2016_flickr.de.gz"
+    lines = gzip.decompress(target.read_bytes()).decode().split("\n")
+    lines[0] = "Ein manipulierter Satz."
+    target.write_bytes(gzip.compress("\n".join(lines).encode()))
+    data_dir = tmp_path / "d"
+    with pytest.raises(sources.DataError, match=r"checksum mismatch for .*test_2016_flickr\.de\.gz"):
+        prep.prepare("multi30k-en-de", data_dir, mirror, **SLICE)
+    assert _snapshot(data_dir) == {}
+
+
+@needs_mirror
+def test_corrupt_gzip_fails_clearly(tmp_path, monkeypatch):
+    mirror = _tmp_mirror(tmp_path)
+    target = mirror / "multi30k/raw/train.en.gz"
+    target.write_bytes(target.read_bytes()[:5000])  # truncated download
+    with pytest.raises(sources.DataError, match="checksum mismatch"):
+        prep.prepare("multi30k-en-de", tmp_path / "d", mirror, **SLICE)
+    # Even if its checksum were accepted, the truncated gzip itself is reported by name.
+    monkeypatch.setitem(sources.MULTI30K_SHA256, "train.en.gz", sources.sha256sum(target))
+    with pytest.raises(sources.DataError, match=r"train\.en\.gz is not a valid gzipped"):
+        prep.prepare("multi30k-en-de", tmp_path / "d", mirror, **SLICE)
+    assert not (tmp_path / "d/multi30k-en-de/raw").exists()
+    assert not (tmp_path / "d/multi30k-en-de/raw.tmp").exists()
+
+
+def test_paper_pair_offline_names_missing_training_data(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with pytest.raises(sources.DataError, match=r"iwslt14/de-en\.tgz is missing from the mirror"):
+        prep.prepare("iwslt14-de-en", tmp_path / "d", mirror)
+
+
+def test_trust_on_first_use_records_then_verifies(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "x").mkdir(parents=True)
+    (mirror / "x/a.tgz").write_bytes(b"first")
+    source = sources.SourceFile("x/a.tgz", "https://example.org/a.tgz", None)
+    downloads = tmp_path / "downloads"
+    _, digest = sources.fetch(source, mirror, downloads)
+    assert (downloads / "SHA256SUMS.json").read_text().count(digest) == 1
+    (mirror / "x/a.tgz").write_bytes(b"second")
+    with pytest.raises(sources.DataError, match="checksum mismatch"):
+        sources.fetch(source, mirror, downloads)
+
+
+def _toy_pairs() -> list[tuple[str, str]]:
+    pairs = [(f"e{i}", f"g{i}") for i in range(300)]
+    pairs += [("e1", "g-alt"), ("e-alt", "g-alt"), ("e2", "g2"), ("e5", "g7")]  # shared + dup
+    return pairs
+
+
+def _assert_disjoint(split: dict[str, list[tuple[str, str]]]) -> None:
+    for side in (0, 1):
+        seen: dict[str, str] = {}
+        for name, pairs in split.items():
+            for pair in pairs:
+                assert seen.setdefault(pair[side], name) == name, (pair, name, seen[pair[side]])
+
+
+def test_split_is_disjoint_deduplicated_and_deterministic():
+    split = split_pairs(_toy_pairs(), test_size=20, valid_size=20)
+    _assert_disjoint(split)
+    assert sum(map(len, split.values())) == len(set(_toy_pairs()))
+    assert len(split["test"]) >= 20 and len(split["valid"]) >= 20
+    assert split == split_pairs(list(_toy_pairs()), test_size=20, valid_size=20)
+
+
+@needs_mirror
+@pytest.mark.slow
+def test_tatoeba_split_on_real_data():
+    pairs = read_tatoeba_pairs(MIRROR / "tatoeba-deu-eng/deu-eng.zip")
+    split = split_pairs(pairs)
+    _assert_disjoint(split)
+    assert 2000 <= len(split["test"]) <= 2050 and 2000 <= len(split["valid"]) <= 2050
+    assert split == split_pairs(pairs)
