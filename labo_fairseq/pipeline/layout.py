@@ -49,15 +49,14 @@ class PairData:
 
     @property
     def tok_test_ref(self) -> Path:
-        return self.root / "tok" / f"test.{self.target}"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
+        """Tokenized references for tokenized BLEU: ``tok/test.<tgt>`` where prepare wrote one,
+        else ``raw/test.<tgt>`` (for moses-lower pairs the raw text is already tokenized)."""
+        tok = self.root / "tok" / f"test.{self.target}"
+        return tok if tok.is_file() else self.raw_test_ref
 
     def is_prepared(self) -> bool:
-        """True once prepare.sh has finished (it writes the manifest last)."""
-        return self.manifest.is_file() and self.bin.is_dir()
+        """True once prepare.sh has finished (``bin/`` is its last stage, renamed into place)."""
+        return self.bin.is_dir() and self.spm_model.is_file() and self.raw_test_ref.is_file()
 
 
 def pair_data(data_root: Path, pair: str, target: str) -> PairData:
