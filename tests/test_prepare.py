@@ -9,7 +9,7 @@ import pytest
 
 from labo_fairseq.data import prepare as prep
 from labo_fairseq.data import sources
-from labo_fairseq.data.splits import split_pairs
+from labo_fairseq.data.splits import split_pairs, subsample
 from labo_fairseq.data.text import read_tatoeba_pairs
 from labo_fairseq.pairs import list_pairs, load_pair_config
 
@@ -172,6 +172,13 @@ def test_split_is_disjoint_deduplicated_and_deterministic():
     assert sum(map(len, split.values())) == len(set(_toy_pairs()))
     assert len(split["test"]) >= 20 and len(split["valid"]) >= 20
     assert split == split_pairs(list(_toy_pairs()), test_size=20, valid_size=20)
+
+
+def test_subsample_is_fixed_and_keeps_order():
+    pairs = _toy_pairs()
+    chosen = subsample(pairs, 50)
+    assert len(chosen) == 50 and chosen == subsample(list(reversed(pairs)), 50)[::-1]
+    assert chosen == [p for p in pairs if p in set(chosen)]
 
 
 @needs_mirror

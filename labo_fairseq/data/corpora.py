@@ -10,7 +10,7 @@ from pathlib import Path
 
 from labo_fairseq.data import sources
 from labo_fairseq.data.sources import DataError, SourceFile
-from labo_fairseq.data.splits import split_pairs
+from labo_fairseq.data.splits import split_pairs, subsample
 from labo_fairseq.data.text import read_gzip_lines, read_tatoeba_pairs
 from labo_fairseq.pairs import PairConfig
 
@@ -63,9 +63,19 @@ def _read_tatoeba(cfg: PairConfig, path: Path) -> dict[str, Parallel]:
         raise DataError(f"{path}: {len(pairs)} non-empty pairs, expected {sources.TATOEBA_PAIRS}; "
                         "replace it with the pinned 2018-05-13 copy.")
     english_first = (cfg.source, cfg.target) == ("en", "de")
+    splits = split_pairs(pairs)
     result = {}
-    for key, split in split_pairs(pairs).items():
+    for key in SPLIT_KEYS:
+        split = _tatoeba_split(splits, getattr(cfg.splits, key))
         english = [en for en, _ in split]
         german = [de for _, de in split]
         result[key] = (english, german) if english_first else (german, english)
     return result
+
+
+def _tatoeba_split(splits: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """A split by name: ``train``, ``valid``, ``test``, or ``<split>-<N>`` (fixed N-pair subset)."""
+    base, _, size = name.partition("-")
+    if base not in splits or (size and not size.isdigit()):
+        raise DataError(f"unknown Tatoeba split {name!r}; use train, valid, test or e.g. train-50000")
+    return subsample(splits[base], int(size)) if size else splits[base]

@@ -11,7 +11,9 @@ pairs (alternative translations). To keep every sentence in exactly one split:
    Groups larger than ``max_eval_group`` pairs always go to train, so one big cluster of
    alternative translations cannot swamp a test set.
 
-Within each split, pairs keep their original file order. See docs/DATA.md.
+Within each split, pairs keep their original file order. :func:`subsample` takes a fixed
+subset of a split (the pairs with the smallest sha256), e.g. to fit a CPU time budget; the
+configs name it ``train-<N>``. See docs/DATA.md.
 """
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ def split_pairs(
     for index, pair in enumerate(unique):
         result[assignment[index]].append(pair)
     return result
+
+
+def subsample(pairs: list[Pair], size: int) -> list[Pair]:
+    """The ``size`` pairs with the smallest stable hash, in their original order."""
+    chosen = set(sorted(range(len(pairs)), key=lambda i: _stable_hash(pairs[i]))[:size])
+    return [pair for index, pair in enumerate(pairs) if index in chosen]
 
 
 def _group_by_shared_sentence(pairs: list[Pair]) -> list[list[int]]:
