@@ -13,6 +13,7 @@ remaining non-target classes. Everything is computed in float64 on CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -62,8 +63,24 @@ def uniform(z: Tensor, y: Tensor) -> Tensor:
     return keep / keep.sum(1, keepdim=True)
 
 
+@contextlib.contextmanager
+def _single_thread():
+    """Bisection is many small ops; one thread avoids OpenMP stalls on busy shared CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def solve_beta(z: Tensor, y: Tensor, delta) -> Tensor:
     """β* per row by plain bisection (float64)."""
+    with _single_thread():
+        return _bisect(z, y, delta)
+
+
+def _bisect(z: Tensor, y: Tensor, delta) -> Tensor:
     z = z.double()
     n_rows = z.size(0)
     delta = torch.as_tensor(delta, dtype=torch.float64).expand(n_rows).clone()

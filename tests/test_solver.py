@@ -178,13 +178,9 @@ def test_zero_budget_is_exactly_uniform():
     torch.testing.assert_close(u.double(), ref.uniform(z, y), atol=1e-9, rtol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with δ = 0 the solver only sets β = 0 where its float32 KL(p̄‖ū) estimate is > 0; "
-    "for nearly constant logits (std 1e-4, V=1000) that estimate rounds to ≤ 0, β stays 1 and "
-    "u* = p̄ ≠ ū, although LABO.md §3 says δ = 0 gives u* = ū exactly",
-)
 def test_zero_budget_is_uniform_for_nearly_constant_logits():
+    """Regression: δ = 0 must give β = 0 (u* = ū) even where the float32 estimate of KL(p̄‖ū)
+    rounds to ≤ 0 (std 1e-4 logits, V = 1000); the first solver left β = 1 there."""
     z, y = make_case(8, 1000, 1e-4, seed=0)
     assert (ref.kl_to_uniform(z, y, torch.ones(8, dtype=torch.float64)) > 0).all()
     beta = solve_inverse_temperature(z, y, 0.0)
