@@ -242,12 +242,13 @@ def solve(
     log_norm, mean, _ = _evaluate(scores, target, beta, shift, everything, has_mask, rows)
     kl = mean - log_norm + log_n  # KL(m_1 ‖ ū) = β·E[d] − log Σw + log n at β = 1
 
-    active = (kl > delta) & (count > 1)
+    solvable = count > 1
     if ignore_index is not None:
-        active &= target != ignore_index
+        solvable &= target != ignore_index
+    active = (kl > delta) & solvable
     bound = active.clone()
-    # δ = 0 (or a budget below tolerance where the closed form already gives ~0): u* = ū exactly.
-    at_uniform = active & (delta == 0)
+    # δ = 0: u* = ū exactly, also where rounding puts KL(p̄‖ū) at or below 0.
+    at_uniform = solvable & (delta == 0)
     if bool(at_uniform.any()):
         beta[at_uniform] = 0.0
         log_norm[at_uniform] = log_n[at_uniform]
