@@ -51,6 +51,7 @@ class _LaboSmoothedLoss(torch.autograd.Function):
         sol = labo_solver.solve(
             lprobs, target, budget, tol=tol, max_iter=max_iter, ignore_index=ignore_index
         )
+        target = target.masked_fill(~valid, 0)
         cdtype = sol.beta.dtype
         gold = lprobs.gather(1, target.unsqueeze(1)).squeeze(1).to(cdtype)
         # Σ_k u*_k·log p_k = shift + E_{u*}[lp − shift]; zero for rows with no unmasked class.
@@ -99,8 +100,12 @@ def labo_label_smoothed_nll_loss_with_stats(
     """
     check_epsilon(epsilon)
     vocab = lprobs.size(-1)
+    # fairseq's shape rules: target gets a trailing singleton dim; unreduced outputs keep it
+    # when ignore_index is given and drop it otherwise.
+    target_1 = target if target.dim() == lprobs.dim() else target.unsqueeze(-1)
+    out_shape = target_1.shape if ignore_index is not None else target_1.shape[:-1]
     flat_lprobs = lprobs.reshape(-1, vocab)
-    flat_target = target.reshape(-1)
+    flat_target = target_1.reshape(-1)
     if isinstance(budget, Tensor):
         budget = budget.reshape(-1)
     if ignore_index is None:
@@ -110,15 +115,14 @@ def labo_label_smoothed_nll_loss_with_stats(
     loss, beta, bound, kl = _LaboSmoothedLoss.apply(
         flat_lprobs, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index
     )
-    nll_loss = -flat_lprobs.gather(1, flat_target.unsqueeze(1)).squeeze(1)
+    # ignore_index may lie outside [0, V) (e.g. -100): gather padded rows at a harmless index.
+    safe_target = flat_target.masked_fill(~valid, 0)
+    nll_loss = -flat_lprobs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
     nll_loss = torch.where(valid, nll_loss, torch.zeros_like(nll_loss))
     stats = RowStats(beta, bound, kl)
     if reduce:
         return loss.sum(), nll_loss.sum(), stats
-    if ignore_index is not None:
-        # fairseq keeps a trailing singleton dimension when ignore_index is given.
-        return loss.unsqueeze(-1), nll_loss.unsqueeze(-1), stats
-    return loss.view(target.shape), nll_loss.view(target.shape), stats
+    return loss.view(out_shape), nll_loss.view(out_shape), stats
 
 
 def labo_label_smoothed_nll_loss(

@@ -229,6 +229,10 @@ def solve(
         raise ValueError(f"LABO solver iteration cap (--labo-max-iter) must be >= 1, got {max_iter}")
     check_inputs(scores, target, ignore_index)
     scores = scores.detach()
+    ignored = None if ignore_index is None else target == ignore_index
+    if ignored is not None:
+        # ignore_index may lie outside [0, V) (e.g. -100): give those rows a harmless index.
+        target = target.masked_fill(ignored, 0)
     cdtype = compute_dtype(scores.dtype)
     n_rows, device = scores.size(0), scores.device
     rows = chunk_rows(scores, chunk_elements)
@@ -243,8 +247,8 @@ def solve(
     kl = mean - log_norm + log_n  # KL(m_1 ‖ ū) = β·E[d] − log Σw + log n at β = 1
 
     solvable = count > 1
-    if ignore_index is not None:
-        solvable &= target != ignore_index
+    if ignored is not None:
+        solvable &= ~ignored
     active = (kl > delta) & solvable
     bound = active.clone()
     # δ = 0: u* = ū exactly, also where rounding puts KL(p̄‖ū) at or below 0.

@@ -173,13 +173,6 @@ def test_target_outside_vocabulary_in_criterion():
         _criterion()(_StubModel(z), _sample(t))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: solve() documents that rows whose target is ignore_index are skipped, but an "
-    "ignore_index outside [0, V) (e.g. fairseq's fallback padding_idx -100) crashes with "
-    "'RuntimeError: index -100 is out of bounds' in the scatter of the target column "
-    "(fairseq's own label_smoothed_nll_loss has the same gather limitation)",
-)
 def test_out_of_range_ignore_index_rows_are_skipped(batch):
     z, y = batch
     y = y.clone()

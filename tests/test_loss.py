@@ -75,17 +75,12 @@ def test_zero_budget_equals_fairseq_label_smoothing(shape_name, reduce, ignore_i
                                                 reduce=reduce)
     assert loss.dtype == ref_loss.dtype
     if _expected_shape_mismatch(shape_name, ignore_index, reduce):
-        # Values are compared here; the shape is covered by the xfail test below.
+        # Values are compared here; shapes are covered by the shape tests below.
         loss, nll = loss.reshape(ref_loss.shape), nll.reshape(ref_nll.shape)
     rel_close(loss, ref_loss, 1e-6)
     rel_close(nll, ref_nll, 1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: for 3-D lprobs [B, T, V] with ignore_index and reduce=False, fairseq returns "
-    "[B, T, 1] but labo_label_smoothed_nll_loss returns the flattened [B*T, 1]",
-)
 def test_unreduced_shape_3d_with_ignore_index():
     x, t = make_logits((3, 8), 50, 1.0, seed=2)
     lprobs = torch.log_softmax(x, -1)
@@ -95,12 +90,6 @@ def test_unreduced_shape_3d_with_ignore_index():
     assert loss.shape == ref_loss.shape and nll.shape == ref_nll.shape
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with a target already carrying the trailing singleton dim ([N, 1] for lprobs "
-    "[N, V]), no ignore_index and reduce=False, fairseq squeezes to [N] but "
-    "labo_label_smoothed_nll_loss returns [N, 1]",
-)
 def test_unreduced_shape_target_with_trailing_dim():
     x, t = make_logits((12,), 50, 1.0, seed=3, pad_tail=False)
     lprobs = torch.log_softmax(x, -1)
@@ -112,7 +101,7 @@ def test_unreduced_shape_target_with_trailing_dim():
 
 
 def test_trailing_dim_target_values_match():
-    """Values agree for a [N, 1] target even where the shape differs (see xfail above)."""
+    """Values agree for a [N, 1] target (shape covered by the test above)."""
     x, t = make_logits((12,), 50, 1.0, seed=3)
     lprobs = torch.log_softmax(x, -1)
     t = t.unsqueeze(-1)
