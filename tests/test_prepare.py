@@ -189,3 +189,57 @@ def test_tatoeba_split_on_real_data():
     _assert_disjoint(split)
     assert 2000 <= len(split["test"]) <= 2050 and 2000 <= len(split["valid"]) <= 2050
     assert split == split_pairs(pairs)
+
+
+def _tgz(path: Path, files: dict[str, str]) -> Path:
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _train_tags(sentences: list[str]) -> str:
+    head = "<url>http://x</url>\n<keywords>talks</keywords>\n<talkid>1</talkid>\n"
+    return head + "<title>Ein Titel</title>\n" + "".join(f"{s}\n" for s in sentences)
+
+
+def _xml(segments: list[str]) -> str:
+    body = "".join(f'<seg id="{i}"> {s} </seg>\n' for i, s in enumerate(segments, 1))
+    return f"<mteval>\n<doc>\n{body}</doc>\n</mteval>\n"
+
+
+def test_iwslt14_extraction_follows_fairseq_recipe(tmp_path):
+    from labo_fairseq.data.iwslt import IWSLT14_TEST, read_iwslt14
+    de = [f"Satz Nummer {i}, gut!" for i in range(1, 48)] + ["Zu kurz"]
+    en = [f"Sentence number {i}, good!" for i in range(1, 48)] + ["Far too long for its partner"]
+    files = {"de-en/train.tags.de-en.de": _train_tags(de), "de-en/train.tags.de-en.en": _train_tags(en)}
+    for name in IWSLT14_TEST:
+        for lang, text in (("de", f"{name} Das ist gut."), ("en", f"{name} That’s it.")):
+            files[f"de-en/IWSLT14.{name}.de-en.{lang}.xml"] = _xml([text])
+    splits = read_iwslt14(_tgz(tmp_path / "de-en.tgz", files), "de", "en")
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    assert len(train[0]) + len(valid[0]) == 48  # title kept, metadata dropped, 1 pair cleaned
+    assert valid[1] == ["sentence number 22 , good !", "sentence number 45 , good !"]
+    assert train[0][0] == "ein titel" and "satz nummer 22 , gut !" not in train[0]
+    assert test == ([f"{name.lower()} das ist gut ." for name in IWSLT14_TEST],
+                    [f"{name.lower()} that &apos;s it ." for name in IWSLT14_TEST])
+    assert read_iwslt14(tmp_path / "de-en.tgz", "en", "de")["valid"] == (valid[1], valid[0])
+
+
+def test_iwslt17_extraction_keeps_cased_text(tmp_path):
+    from labo_fairseq.data.iwslt import read_iwslt17
+    files = {"fr-en/train.tags.fr-en.fr": _train_tags(["Bonjour, le monde !", "", "Merci."]),
+             "fr-en/train.tags.fr-en.en": _train_tags(["Hello, world!", "Dropped.", "Thanks."])}
+    for name in ("dev2010", "tst2015"):
+        files[f"fr-en/IWSLT17.TED.{name}.fr-en.fr.xml"] = _xml([f"{name} C’est ça."])
+        files[f"fr-en/IWSLT17.TED.{name}.fr-en.en.xml"] = _xml([f"{name} That’s it."])
+    archive = _tgz(tmp_path / "fr-en.tgz", files)
+    splits = read_iwslt17(archive, "en", "fr", "dev2010", "tst2015")
+    assert splits["train"] == (["Ein Titel", "Hello, world!", "Thanks."],
+                               ["Ein Titel", "Bonjour, le monde !", "Merci."])
+    assert splits["test"] == (["tst2015 That's it."], ["tst2015 C'est ça."])

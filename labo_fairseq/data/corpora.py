@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from labo_fairseq.data import sources
+from labo_fairseq.data.iwslt import read_iwslt14, read_iwslt17
 from labo_fairseq.data.sources import DataError, SourceFile
 from labo_fairseq.data.splits import split_pairs, subsample
 from labo_fairseq.data.text import read_gzip_lines, read_tatoeba_pairs
@@ -36,11 +37,27 @@ def read_corpus(cfg: PairConfig, paths: dict[str, Path]) -> dict[str, Parallel]:
         return {key: _read_multi30k(cfg, key, paths) for key in SPLIT_KEYS}
     if cfg.corpus == "tatoeba-deu-eng":
         return _read_tatoeba(cfg, paths["pairs"])
+    if cfg.corpus == "iwslt14":
+        (archive,) = paths.values()
+        return _checked(cfg, read_iwslt14(archive, cfg.source, cfg.target), {"test": 6750})
+    if cfg.corpus == "iwslt17":
+        (archive,) = paths.values()
+        return _checked(cfg, read_iwslt17(archive, cfg.source, cfg.target, cfg.splits.valid,
+                                          cfg.splits.test), {})
     raise DataError(
-        f"{cfg.pair}: the {cfg.corpus} archives are fetched and verified, but extracting them "
-        "(fairseq's prepare-iwslt14.sh / prepare-wmt14en2de.sh steps) is not implemented yet; "
-        "see docs/DATA.md."
+        f"{cfg.pair}: the WMT'14 archives are fetched and verified, but extracting them "
+        "(fairseq's prepare-wmt14en2de.sh steps) is not implemented yet; see docs/DATA.md."
     )
+
+
+def _checked(cfg: PairConfig, splits: dict[str, Parallel], expected: dict[str, int]) -> dict[str, Parallel]:
+    """Fail unless every split has as many source as target lines (and ``expected`` where given)."""
+    for key, (src, tgt) in splits.items():
+        if len(src) != len(tgt) or not src or len(src) != expected.get(key, len(src)):
+            raise DataError(f"{cfg.pair} {key}: {len(src)} {cfg.source} and {len(tgt)} {cfg.target} "
+                            f"lines (expected {expected.get(key, 'equal, non-zero')}); the archive "
+                            "looks incomplete, delete it and download it again.")
+    return splits
 
 
 def _read_multi30k(cfg: PairConfig, key: str, paths: dict[str, Path]) -> Parallel:
