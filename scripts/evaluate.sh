@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluate one run: scripts/evaluate.sh RUN_DIR [--k K] [--data-dir DIR]
+# Evaluate one run: scripts/evaluate.sh RUN_DIR [--k K] [-- fairseq-generate args]
 # Thin wrapper over labo_fairseq.pipeline.evaluate (see docs/TRAINING.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

@@ -7,7 +7,9 @@ the untouched references with sacreBLEU (BLEU + chrF, with signatures) plus toke
 where the pair's convention asks for it. Writes ``result.json`` and ``hyp.test.txt`` in the
 run directory.
 
-Usage: ``python -m labo_fairseq.pipeline.evaluate RUN_DIR [--k K]`` (``scripts/evaluate.sh``).
+Usage: ``python -m labo_fairseq.pipeline.evaluate RUN_DIR [--k K] [-- extra fairseq-generate
+args]`` (``scripts/evaluate.sh``). Extra arguments come last, so they override the config
+(e.g. ``--beam 1 --max-len-b 20`` for a smoke test); result.json records the full command.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 from labo_fairseq.pairs import load_pair_config
 from labo_fairseq.pipeline import layout, scoring
 from labo_fairseq.pipeline.averaging import write_average
+from labo_fairseq.pipeline.cli_args import split_passthrough
 
 GENERATE_OUTPUT = "generate.test.txt"
 _HYPOTHESIS = re.compile(r"^H-(\d+)\t[^\t]*\t(.*)$")
@@ -37,7 +40,7 @@ class EvaluationError(RuntimeError):
 
 
 def generate_command(data_bin: Path, checkpoint: Path, beam: int, lenpen: float,
-                     batch_size: int = 64) -> list[str]:
+                     extra_args: Sequence[str] = (), batch_size: int = 64) -> list[str]:
     """fairseq-generate on the test split, printing sentencepiece pieces (no post-processing).
 
     ``--required-batch-size-multiple 1``: with fairseq's default of 8, ``batch_by_size`` drops
@@ -49,7 +52,7 @@ def generate_command(data_bin: Path, checkpoint: Path, beam: int, lenpen: float,
             "--user-dir", str(layout.USER_DIR), "--path", str(checkpoint),
             "--gen-subset", "test", "--beam", str(beam), "--lenpen", str(lenpen),
             "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
-            "--num-workers", "0", *device]
+            "--num-workers", "0", *device, *extra_args]
 
 
 def hypotheses_in_order(generate_output: str) -> list[str]:
@@ -66,7 +69,8 @@ def detokenize(pieces: Sequence[str], spm_model: Path) -> list[str]:
     return [processor.decode_pieces(line.split()) for line in pieces]
 
 
-def evaluate(run_dir: Path, k: int | None = None, stream=sys.stderr) -> dict[str, Any]:
+def evaluate(run_dir: Path, k: int | None = None, extra_args: Sequence[str] = (),
+             stream=sys.stderr) -> dict[str, Any]:
     """Evaluate ``run_dir``; returns (and writes) the result record."""
     run_dir = Path(run_dir).resolve()
     if not (run_dir / layout.DONE).exists():
@@ -81,7 +85,7 @@ def evaluate(run_dir: Path, k: int | None = None, stream=sys.stderr) -> dict[str
     print(f"evaluating {run_dir} with {checkpoint.name} (from {[p.name for p in averaged]})",
           file=stream, flush=True)
 
-    command = generate_command(data_bin, checkpoint, cfg.generate.beam, cfg.generate.lenpen)
+    command = generate_command(data_bin, checkpoint, cfg.generate.beam, cfg.generate.lenpen, extra_args)
     proc = subprocess.run(command, capture_output=True, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     (run_dir / GENERATE_OUTPUT).write_text(proc.stdout)
@@ -109,13 +113,16 @@ def evaluate(run_dir: Path, k: int | None = None, stream=sys.stderr) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/evaluate.sh", description=__doc__.split("\n\n")[0])
+    ours, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="scripts/evaluate.sh", description=__doc__.split("\n\n")[0],
+        epilog="Arguments after -- go to fairseq-generate (they come last, so they win).")
     parser.add_argument("run_dir", type=Path, help="a finished run: <save-root>/<pair>/<method>/seed<S>")
     parser.add_argument("--k", type=int, default=None,
                         help="average the last K epoch checkpoints (default: the config's evaluate.average_last)")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(ours)
     try:
-        result = evaluate(ns.run_dir, ns.k)
+        result = evaluate(ns.run_dir, ns.k, extra)
     except (EvaluationError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

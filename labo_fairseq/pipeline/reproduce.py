@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Plan:
     results_dir: Path
     prepare_args: tuple[str, ...]
     train_args: tuple[str, ...]
+    generate_args: tuple[str, ...]
     k: int | None
     n_bootstrap: int
 
@@ -88,7 +90,7 @@ def run_one(pair: str, method: str, seed: int, plan: Plan) -> str:
     if not (run / layout.DONE).exists():
         train(TrainSpec(pair, method, seed, plan.gpus, plan.data_root, plan.save_root, plan.train_args))
         did = "trained and evaluated"
-    evaluate(run, plan.k)
+    evaluate(run, plan.k, plan.generate_args)
     return did
 
 
@@ -147,6 +149,8 @@ def parse_args(argv: Sequence[str]) -> Plan:
     parser.add_argument("--mirror", type=Path, default=None, help="passed to prepare.sh")
     parser.add_argument("--max-train-lines", type=int, default=None, help="passed to prepare.sh")
     parser.add_argument("--vocab-size", type=int, default=None, help="passed to prepare.sh")
+    parser.add_argument("--generate-args", default="",
+                        help="extra fairseq-generate arguments, one quoted string (smoke tests)")
     parser.add_argument("--bootstrap-samples", type=int, default=1000)
     ns = parser.parse_args(ours)
     methods = _csv(ns.methods)
@@ -160,7 +164,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
     return Plan(name, pairs, tuple(methods), tuple(int(s) for s in _csv(ns.seeds)),
                 default_gpus() if ns.gpus is None else ns.gpus, ns.data_dir.resolve(),
                 ns.save_root.resolve(), ns.results_dir.resolve(), tuple(prepare_args), tuple(extra),
-                ns.k, ns.bootstrap_samples)
+                tuple(shlex.split(ns.generate_args)), ns.k, ns.bootstrap_samples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

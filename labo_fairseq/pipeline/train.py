@@ -114,15 +114,15 @@ def check_can_start(run: Path, command: list[str]) -> dict[str, Any] | None:
 def train(spec: TrainSpec, stream=sys.stderr) -> Path:
     """Run (or resume) training; return the run directory. Raises RunError, ValueError."""
     cfg = load_pair_config(spec.pair)
+    run = layout.run_dir(spec.save_root, cfg.pair, spec.method, spec.seed).resolve()
+    command = build_command(cfg, spec, run)
+    previous = check_can_start(run, command)
     data = layout.pair_data(spec.data_root, cfg.pair, cfg.target)
     if not data.bin.is_dir():
         raise RunError(f"no prepared data at {data.bin}; run scripts/prepare.sh {cfg.pair} "
                        f"--data-dir {spec.data_root} first")
     if spec.gpus > torch.cuda.device_count():
         raise RunError(f"--gpus {spec.gpus} asked, but {torch.cuda.device_count()} CUDA devices are visible")
-    run = layout.run_dir(spec.save_root, cfg.pair, spec.method, spec.seed).resolve()
-    command = build_command(cfg, spec, run)
-    previous = check_can_start(run, command)
     run.mkdir(parents=True, exist_ok=True)
     record = {
         "pair": cfg.pair, "method": spec.method, "seed": spec.seed, "gpus": spec.gpus,
