@@ -243,3 +243,22 @@ def test_iwslt17_extraction_keeps_cased_text(tmp_path):
     assert splits["train"] == (["Ein Titel", "Hello, world!", "Thanks."],
                                ["Ein Titel", "Bonjour, le monde !", "Merci."])
     assert splits["test"] == (["tst2015 That's it."], ["tst2015 C'est ça."])
+
+
+def test_wmt14_extraction(tmp_path):
+    from labo_fairseq.data.wmt import TEST_SGM, TRAIN_MEMBERS, read_wmt14
+    archives = {}
+    for archive, stem in TRAIN_MEMBERS.items():
+        files = {f"training/{stem}.en": "A  house.\nToo many words here for one\n",
+                 f"training/{stem}.de": "Ein Haus.\nZu\n"}
+        archives[archive] = _tgz(tmp_path / archive, files)
+    archives["dev.tgz"] = _tgz(tmp_path / "dev.tgz", {"dev/newstest2013.en": "Dev.\n",
+                                                      "dev/newstest2013.de": "Entw.\n"})
+    sgm = {lang: f'<srcset>\n<doc>\n<seg id="1">Test {lang}.</seg>\n</doc>\n</srcset>\n'
+           for lang in TEST_SGM}
+    archives["test-full.tgz"] = _tgz(tmp_path / "test-full.tgz",
+                                     {f"test-full/{TEST_SGM[lang]}": sgm[lang] for lang in TEST_SGM})
+    splits = read_wmt14(archives, "de", "en")
+    assert splits["train"] == (["Ein Haus."] * 3, ["A house."] * 3)
+    assert splits["valid"] == (["Entw."], ["Dev."])
+    assert splits["test"] == (["Test de."], ["Test en."])

@@ -11,6 +11,7 @@ from pathlib import Path
 from labo_fairseq.data import sources
 from labo_fairseq.data.iwslt import read_iwslt14, read_iwslt17
 from labo_fairseq.data.sources import DataError, SourceFile
+from labo_fairseq.data.wmt import read_wmt14
 from labo_fairseq.data.splits import split_pairs, subsample
 from labo_fairseq.data.text import read_gzip_lines, read_tatoeba_pairs
 from labo_fairseq.pairs import PairConfig
@@ -44,10 +45,8 @@ def read_corpus(cfg: PairConfig, paths: dict[str, Path]) -> dict[str, Parallel]:
         (archive,) = paths.values()
         return _checked(cfg, read_iwslt17(archive, cfg.source, cfg.target, cfg.splits.valid,
                                           cfg.splits.test), {})
-    raise DataError(
-        f"{cfg.pair}: the WMT'14 archives are fetched and verified, but extracting them "
-        "(fairseq's prepare-wmt14en2de.sh steps) is not implemented yet; see docs/DATA.md."
-    )
+    archives = {Path(role).name: path for role, path in paths.items()}
+    return _checked(cfg, read_wmt14(archives, cfg.source, cfg.target), {"valid": 3000, "test": 3003})
 
 
 def _checked(cfg: PairConfig, splits: dict[str, Parallel], expected: dict[str, int]) -> dict[str, Parallel]:

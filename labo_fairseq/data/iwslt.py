@@ -11,12 +11,11 @@ named in the config's ``splits``.
 from __future__ import annotations
 
 import re
-import tarfile
 from pathlib import Path
 from typing import Callable
 
 from labo_fairseq.data.sources import DataError
-from labo_fairseq.data.text import normalise
+from labo_fairseq.data.text import clean_pairs, normalise, read_tar_members
 
 Parallel = tuple[list[str], list[str]]
 METADATA = ("<url>", "<talkid>", "<keywords>")
@@ -27,9 +26,10 @@ SEG = re.compile(r'<seg id="[0-9]*">\s*(.*?)\s*</seg>')
 
 def read_iwslt14(archive: Path, source: str, target: str) -> dict[str, Parallel]:
     """train/valid/test of IWSLT'14 De-En, lowercased and Moses-tokenized, as fairseq does."""
-    members = _read_members(archive)
+    members = read_tar_members(archive)
     tok = {lang: _moses_lower(lang) for lang in ("de", "en")}
-    de, en = _clean(*(tok[lang](_train_lines(members, "de-en", lang)) for lang in ("de", "en")))
+    de, en = clean_pairs(*(tok[lang](_train_lines(members, "de-en", lang)) for lang in ("de", "en")),
+                         ratio=1.5, max_len=175)
     test = {lang: [line for name in IWSLT14_TEST
                    for line in tok[lang](_xml_lines(members, f"IWSLT14.{name}.de-en.{lang}.xml"))]
             for lang in ("de", "en")}
@@ -43,7 +43,7 @@ def read_iwslt14(archive: Path, source: str, target: str) -> dict[str, Parallel]
 
 def read_iwslt17(archive: Path, source: str, target: str, valid: str, test: str) -> dict[str, Parallel]:
     """train/valid/test of an IWSLT'17 <foreign>-en archive, cased and untokenized."""
-    members = _read_members(archive)
+    members = read_tar_members(archive)
     foreign = source if target == "en" else target
     pair = f"{foreign}-en"
     train = _drop_empty(*(_train_lines(members, pair, lang) for lang in (foreign, "en")))
@@ -57,17 +57,6 @@ def read_iwslt17(archive: Path, source: str, target: str, valid: str, test: str)
 def _every_23rd(lines: list[str], keep: bool) -> list[str]:
     """Lines whose 1-based number is (keep=True) or is not a multiple of 23, as fairseq's awk."""
     return [line for number, line in enumerate(lines, 1) if (number % 23 == 0) == keep]
-
-
-def _read_members(archive: Path) -> dict[str, str]:
-    """Text of every regular file in the archive, keyed by base name."""
-    try:
-        with tarfile.open(archive) as tar:
-            return {member.name.rsplit("/", 1)[-1]: tar.extractfile(member).read().decode("utf-8")
-                    for member in tar.getmembers() if member.isfile()}
-    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as err:
-        raise DataError(f"{archive} is not a valid IWSLT archive ({err}); delete it and "
-                        "download it again.") from err
 
 
 def _member(members: dict[str, str], name: str) -> str:
@@ -98,19 +87,6 @@ def _moses_lower(lang: str) -> Callable[[list[str]], list[str]]:
     tokenizer = MosesTokenizer(lang=lang)
     return lambda lines: [normalise(tokenizer.tokenize(line, return_str=True, escape=True)).lower()
                           for line in lines]
-
-
-def _clean(src: list[str], tgt: list[str], ratio: float = 1.5, max_len: int = 175) -> Parallel:
-    """clean-corpus-n.perl: keep pairs with 1..max_len tokens a side and length ratio <= ratio."""
-    if len(src) != len(tgt):
-        raise DataError(f"IWSLT training sides differ in length: {len(src)} vs {len(tgt)} lines")
-    kept: Parallel = ([], [])
-    for s, t in zip(src, tgt):
-        ns, nt = len(s.split()), len(t.split())
-        if 1 <= ns <= max_len and 1 <= nt <= max_len and ns / nt <= ratio and nt / ns <= ratio:
-            kept[0].append(s)
-            kept[1].append(t)
-    return kept
 
 
 def _drop_empty(src: list[str], tgt: list[str]) -> Parallel:

@@ -8,6 +8,7 @@ whitespace collapsed to single spaces, so one line stays one sentence.
 from __future__ import annotations
 
 import gzip
+import tarfile
 import unicodedata
 import zipfile
 import zlib
@@ -56,6 +57,36 @@ def read_tatoeba_pairs(path: Path, member: str = "deu.txt") -> list[tuple[str, s
         if english and german:
             pairs.append((english, german))
     return pairs
+
+
+def read_tar_members(archive: Path, names: set[str] | None = None) -> dict[str, str]:
+    """UTF-8 text of the archive's regular files (only those whose base name is in ``names``,
+    if given), keyed by base name."""
+    found = {}
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and (names is None or base in names):
+                    found[base] = tar.extractfile(member).read().decode("utf-8")
+    except (tarfile.TarError, OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise DataError(f"{archive} is not a valid archive ({err}); delete it and download it "
+                        "again.") from err
+    return found
+
+
+def clean_pairs(src: list[str], tgt: list[str], ratio: float, max_len: int) -> tuple[list[str], list[str]]:
+    """Moses clean-corpus-n.perl: keep pairs with 1..max_len whitespace tokens a side and a
+    token-count ratio of at most ``ratio`` either way."""
+    if len(src) != len(tgt):
+        raise DataError(f"parallel sides differ in length: {len(src)} vs {len(tgt)} lines")
+    kept: tuple[list[str], list[str]] = ([], [])
+    for s, t in zip(src, tgt):
+        ns, nt = len(s.split()), len(t.split())
+        if 1 <= ns <= max_len and 1 <= nt <= max_len and ns / nt <= ratio and nt / ns <= ratio:
+            kept[0].append(s)
+            kept[1].append(t)
+    return kept
 
 
 def _split_lines(text: str) -> list[str]:
