@@ -44,7 +44,8 @@ def _read_slice(split: str, lang: str, lines: int) -> list:
 
 @pytest.fixture(scope="module")
 def binarized(tmp_path_factory) -> Path:
-    """400 training and 40 validation pairs of Multi30k en→de, sentencepiece'd and binarized."""
+    """400 training and 40 validation pairs of Multi30k en→de, sentencepiece'd and binarized,
+    laid out like a prepared pair (``bin/``, ``spm/spm.model``)."""
     if not MIRROR.is_dir():
         pytest.skip(f"corpus mirror not found at {MIRROR}")
     import sentencepiece as spm
@@ -53,11 +54,12 @@ def binarized(tmp_path_factory) -> Path:
     for split, n in (("train", 400), ("val", 40)):
         for lang in ("en", "de"):
             (work / f"{split}.{lang}").write_text("\n".join(_read_slice(split, lang, n)) + "\n")
+    (work / "spm").mkdir()
     spm.SentencePieceTrainer.train(
-        input=f"{work}/train.en,{work}/train.de", model_prefix=str(work / "spm"),
+        input=f"{work}/train.en,{work}/train.de", model_prefix=str(work / "spm" / "spm"),
         vocab_size=300, character_coverage=1.0, minloglevel=2,
     )
-    sp = spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
+    sp = spm.SentencePieceProcessor(model_file=str(work / "spm" / "spm.model"))
     for split in ("train", "val"):
         for lang in ("en", "de"):
             lines = (work / f"{split}.{lang}").read_text().splitlines()
@@ -128,3 +130,24 @@ def test_checkpoint_loads_weights_only(trained: tuple) -> None:
     state = torch.load(save_dir / "checkpoint1.pt", weights_only=True)
     assert state["cfg"]["criterion"]["_name"] == "labo_label_smoothed_cross_entropy"
     assert state["cfg"]["criterion"]["labo_budget"] == 0.5
+
+
+def test_inspector_figure_and_histogram(binarized: Path, trained: tuple, tmp_path: Path) -> None:
+    """The Figure-1 inspector renders both PNGs from a real checkpoint and reports T."""
+    save_dir, _ = trained
+    data = binarized.parent
+    common = ["--checkpoint", str(save_dir / "checkpoint1.pt"), "--data", str(data)]
+    out = _run(
+        "labo_fairseq.inspector", "targets", *common, "--out", str(tmp_path / "fig1.png"),
+        "--source", "Two young men are outside.", "--target", "Zwei junge Männer sind draußen.",
+        "--max-tokens", "4",
+    )
+    rows = [line for line in out.splitlines() if " T=" in line]
+    assert len(rows) == 4
+    assert (tmp_path / "fig1.png").stat().st_size > 10_000
+    out = _run("labo_fairseq.inspector", "histogram", *common, "--out", str(tmp_path / "h.png"))
+    summary = json.loads(out[out.index("{"): out.index("}") + 1])
+    assert summary["tokens"] > 100
+    assert 0.0 <= summary["bound_fraction"] <= 1.0
+    assert summary["median_temperature"] >= 1.0
+    assert (tmp_path / "h.png").is_file()
