@@ -71,8 +71,17 @@ def test_command_for_gpus_and_labo(tmp_path):
 
 
 def test_parse_args_splits_fairseq_passthrough():
-    spec = train.parse_args([PAIR, "labo", "--seed", "3", "--gpus", "0", "--", "--lr", "1e-4"])
+    spec, dry_run = train.parse_args([PAIR, "labo", "--seed", "3", "--gpus", "0", "--", "--lr", "1e-4"])
     assert (spec.pair, spec.method, spec.seed, spec.gpus, spec.extra_args) == (PAIR, "labo", 3, 0, ("--lr", "1e-4"))
+    assert not dry_run
+
+
+def test_dry_run_prints_fairseq_args_and_touches_nothing(tmp_path, capsys):
+    assert train.main([PAIR, "ls", "--gpus", "1", "--save-root", str(tmp_path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(str(layout.DEFAULT_DATA_ROOT / PAIR / "bin")) and "--cpu" not in printed
+    assert "--save-dir " + str(tmp_path / PAIR / "ls" / "seed1") in printed
+    assert not any(tmp_path.iterdir())
 
 
 # --- refusals ----------------------------------------------------------------------------

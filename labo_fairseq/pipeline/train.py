@@ -203,7 +203,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def parse_args(argv: Sequence[str]) -> TrainSpec:
+def parse_args(argv: Sequence[str]) -> tuple[TrainSpec, bool]:
     ours, extra = split_passthrough(argv)
     parser = argparse.ArgumentParser(
         prog="scripts/train.sh", description=__doc__.split("\n\n")[0],
@@ -218,15 +218,21 @@ def parse_args(argv: Sequence[str]) -> TrainSpec:
                         help="root of prepared data, holding <pair>/bin (default: data/)")
     parser.add_argument("--save-root", type=Path, default=layout.DEFAULT_SAVE_ROOT,
                         help="runs go to <save-root>/<pair>/<method>/seed<S>/ (default: checkpoints/)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the fairseq-train arguments (shell-quoted) and exit; for torchrun/SLURM")
     ns = parser.parse_args(ours)
     gpus = default_gpus() if ns.gpus is None else ns.gpus
     return TrainSpec(ns.pair, ns.method, ns.seed, gpus, ns.data_dir.resolve(),
-                     ns.save_root.resolve(), tuple(extra))
+                     ns.save_root.resolve(), tuple(extra)), ns.dry_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    spec = parse_args(sys.argv[1:] if argv is None else argv)
+    spec, dry_run = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if dry_run:
+            run = layout.run_dir(spec.save_root, spec.pair, spec.method, spec.seed).resolve()
+            print(shlex.join(_fairseq_args(build_command(load_pair_config(spec.pair), spec, run))))
+            return 0
         train(spec)
     except (RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
