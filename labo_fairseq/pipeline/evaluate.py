@@ -21,7 +21,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 import sentencepiece as spm
 import torch
@@ -70,7 +70,7 @@ def detokenize(pieces: Sequence[str], spm_model: Path) -> list[str]:
 
 
 def evaluate(run_dir: Path, k: int | None = None, extra_args: Sequence[str] = (),
-             stream=sys.stderr) -> dict[str, Any]:
+             stream: TextIO = sys.stderr) -> dict[str, Any]:
     """Evaluate ``run_dir``; returns (and writes) the result record."""
     run_dir = Path(run_dir).resolve()
     if not (run_dir / layout.DONE).exists():
@@ -101,6 +101,7 @@ def evaluate(run_dir: Path, k: int | None = None, extra_args: Sequence[str] = ()
         "checkpoint": str(checkpoint), "checkpoints_averaged": [str(p) for p in averaged],
         "k": k, "beam": cfg.generate.beam, "lenpen": cfg.generate.lenpen,
         "hypotheses": str(hyp_path), "references": str(data.raw_test_ref), "n_sentences": len(hyps),
+        "tokenized_references": str(data.tok_test_ref) if cfg.bleu.tokenized_bleu else None,
         **scoring.sacrebleu_scores(hyps, refs, cfg.bleu.sacrebleu_tokenize),
         "tokenized_bleu": None, "generate_command": command,
         "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

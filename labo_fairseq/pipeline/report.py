@@ -117,7 +117,8 @@ def markdown(suite: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
     lines += ["| " + " | ".join([row["pair"], *[_fmt(row["methods"][m]["chrf"]) for m in methods]]) + " |"
               for row in rows]
     signatures = sorted({row["signature"] for row in rows if row["signature"]})
-    lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{s}`" for s in signatures) if signatures else ""]
+    if signatures:
+        lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{s}`" for s in signatures)]
     lines += ["", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 import torch
 
@@ -111,7 +111,7 @@ def check_can_start(run: Path, command: list[str]) -> dict[str, Any] | None:
     return previous
 
 
-def train(spec: TrainSpec, stream=sys.stderr) -> Path:
+def train(spec: TrainSpec, stream: TextIO = sys.stderr) -> Path:
     """Run (or resume) training; return the run directory. Raises RunError, ValueError."""
     cfg = load_pair_config(spec.pair)
     run = layout.run_dir(spec.save_root, cfg.pair, spec.method, spec.seed).resolve()
@@ -126,7 +126,7 @@ def train(spec: TrainSpec, stream=sys.stderr) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     record = {
         "pair": cfg.pair, "method": spec.method, "seed": spec.seed, "gpus": spec.gpus,
-        "config": str(spec.pair), "data_bin": str(data.bin),
+        "config": _config_ref(spec.pair), "data_bin": str(data.bin),
         "command": command, "command_str": shlex.join(command),
         "git": git_commit(), "started": _now(), "ended": None, "status": "running",
         "resumed": (run / "checkpoint_last.pt").exists(),
@@ -148,7 +148,7 @@ def train(spec: TrainSpec, stream=sys.stderr) -> Path:
     return run
 
 
-def _run_logged(command: list[str], run: Path, stream) -> int:
+def _run_logged(command: list[str], run: Path, stream: TextIO) -> int:
     """Run fairseq; full output to fairseq.log, JSON records to train.log.
 
     The terminal (``stream``) gets a one-line summary per record and fairseq's WARNING/ERROR
@@ -179,6 +179,11 @@ def _run_logged(command: list[str], run: Path, stream) -> int:
 def _fairseq_args(command: Sequence[str]) -> list[str]:
     """The part of a command after the fairseq entry point (independent of the interpreter path)."""
     return list(command[list(command).index("fairseq_cli.train") + 1:])
+
+
+def _config_ref(pair: str) -> str:
+    """How evaluation finds the config again: the pair name, or an absolute YAML path."""
+    return str(Path(pair).resolve()) if pair.endswith((".yaml", ".yml")) else pair
 
 
 def _attempts(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
