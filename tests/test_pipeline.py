@@ -207,6 +207,13 @@ def test_report_means_difference_and_bootstrap(tmp_path):
 
 # --- the whole chain (slow) --------------------------------------------------------------
 
+def _source_lines(generate_output: Path) -> list[str]:
+    """The ``S-<id>`` lines of fairseq-generate output in id order."""
+    found = dict(line[2:].split("\t", 1) for line in generate_output.read_text().splitlines()
+                 if line.startswith("S-"))
+    return [found[str(i)] for i in range(len(found))]
+
+
 @needs_mirror
 @pytest.mark.slow
 def test_prepare_train_evaluate_reproduce(tmp_path):
@@ -233,6 +240,10 @@ def test_prepare_train_evaluate_reproduce(tmp_path):
     assert result["n_sentences"] == len(hyps) == len(refs) == 1000
     assert "tok:13a" in result["bleu_signature"] and result["checkpoint"].endswith("checkpoint1.pt")
     assert "BLEU signature" in evaluated.stdout
+    sources = evaluate.detokenize(_source_lines(run / evaluate.GENERATE_OUTPUT), data / PAIR / "spm" / "spm.model")
+    raw_sources = (data / PAIR / "raw" / "test.en").read_text().splitlines()
+    same = sum(a == b for a, b in zip(sources, raw_sources))
+    assert same >= 0.95 * len(raw_sources), "generate ids map back to corpus order"
 
     before = _snapshot(run)
     again = _script("train.sh", PAIR, "ls", "--save-root", str(ck), "--data-dir", str(data), "--", *TINY)
