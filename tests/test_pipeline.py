@@ -265,3 +265,13 @@ def test_prepare_train_evaluate_reproduce(tmp_path):
     assert any("labo_temp" in r for r in fairseq_log.read_records(labo_log, "train_inner"))
     assert (res / PAIR / f"{PAIR}_valid_loss.png").is_file() and (res / PAIR / "bleu.png").is_file()
     assert "LABO − LS" in (res / f"{PAIR}.md").read_text()
+
+    labo_run = layout.run_dir(ck, PAIR, "labo", 1)
+    (labo_run / layout.DONE).unlink()
+    checkpoint_mtime = (labo_run / "checkpoint1.pt").stat().st_mtime_ns
+    resumed = _script("train.sh", PAIR, "labo", "--save-root", str(ck), "--data-dir", str(data), "--", *TINY)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((labo_run / layout.RUN_JSON).read_text())
+    assert record["resumed"] and record["status"] == "done" and len(record["previous_attempts"]) == 1
+    assert (labo_run / layout.DONE).is_file()
+    assert (labo_run / "checkpoint1.pt").stat().st_mtime_ns == checkpoint_mtime, "nothing retrained"
