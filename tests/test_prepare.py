@@ -44,6 +44,16 @@ def test_all_configs_load_and_match_file_names():
         assert pair.endswith(f"{cfg.source}-{cfg.target}")
 
 
+def test_config_train_args_parse_with_fairseq():
+    from fairseq import options
+    for pair in list_pairs():
+        cfg = load_pair_config(pair)
+        for method in cfg.methods:
+            argv = ["data-bin", "--user-dir", "labo_fairseq", *cfg.method_args(method)]
+            args = options.parse_args_and_arch(options.get_training_parser(), argv)
+            assert args.criterion == cfg.methods[method][1]
+
+
 def test_unknown_pair_lists_known_pairs(tmp_path, capsys):
     assert prep.main(["no-such-pair", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -61,6 +71,7 @@ def test_slice_prepare_then_reuse(tmp_path):
     manifest = prep.Manifest(pair_dir, prep.STAGES).data
     assert set(manifest["stages"]) == set(prep.STAGES)
     assert manifest["line_counts"] == {"train": 300, "valid": 1014, "test": 1000}
+    assert manifest["options"]["max_train_lines"] == 300
     assert (pair_dir / "raw/train.en").read_text().count("\n") == 300
     before = _snapshot(pair_dir)
 

@@ -12,7 +12,8 @@
 
 All source files are fetched and checksum-verified before anything is written. Each stage is
 atomic and resumable (see :mod:`labo_fairseq.data.manifest`); a folder prepared with other
-options (``--max-train-lines``, ``--vocab-size``) is refused rather than mixed.
+options (``--max-train-lines``, ``--vocab-size``, or a config with other splits or
+preprocessing) is refused rather than mixed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import argparse
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import sentencepiece as spm
@@ -53,7 +55,10 @@ def prepare(
     if mirror is not None and not mirror.is_dir():
         raise DataError(f"mirror directory {mirror} does not exist; pass --mirror DIR pointing at "
                         "a copy of the corpora (e.g. ../shared/corpora), or --download.")
-    options = {"max_train_lines": max_train_lines, "vocab_size": vocab_size or cfg.bpe.vocab_size}
+    options = {
+        "max_train_lines": max_train_lines, "vocab_size": vocab_size or cfg.bpe.vocab_size,
+        "splits": asdict(cfg.splits), "preprocessing": cfg.preprocessing,
+    }
     pair_dir = data_dir / cfg.pair
     manifest = Manifest(pair_dir, STAGES)
     if manifest.exists() and manifest.data.get("options") != options:
