@@ -61,10 +61,18 @@ def test_unknown_pair_lists_known_pairs(tmp_path, capsys):
     assert _snapshot(tmp_path) == {}
 
 
-@needs_mirror
-@pytest.mark.slow
-def test_slice_prepare_then_reuse(tmp_path):
-    pair_dir = prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+@pytest.fixture(scope="module")
+def slice_data_dir(tmp_path_factory) -> Path:
+    """A data dir holding a 300-line multi30k-en-de slice, prepared once for this module."""
+    if not MIRROR.is_dir():
+        pytest.skip(f"no corpus mirror at {MIRROR}")
+    data_dir = tmp_path_factory.mktemp("data")
+    prep.prepare("multi30k-en-de", data_dir, MIRROR, **SLICE)
+    return data_dir
+
+
+def test_slice_prepare_then_reuse(slice_data_dir):
+    pair_dir = slice_data_dir / "multi30k-en-de"
     for rel in ("bin/dict.en.txt", "bin/dict.de.txt", "bin/train.en-de.en.bin", "spm/spm.model",
                 "raw/test.de", "manifest.json"):
         assert (pair_dir / rel).is_file(), rel
@@ -75,24 +83,25 @@ def test_slice_prepare_then_reuse(tmp_path):
     assert (pair_dir / "raw/train.en").read_text().count("\n") == 300
     before = _snapshot(pair_dir)
 
-    prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+    prep.prepare("multi30k-en-de", slice_data_dir, MIRROR, **SLICE)
     assert _snapshot(pair_dir) == before  # nothing re-encoded, manifest untouched
 
     with pytest.raises(sources.DataError, match="prepared with options"):
-        prep.prepare("multi30k-en-de", tmp_path, MIRROR, max_train_lines=200, vocab_size=300)
+        prep.prepare("multi30k-en-de", slice_data_dir, MIRROR, max_train_lines=200, vocab_size=300)
     assert _snapshot(pair_dir) == before
 
 
-@needs_mirror
-@pytest.mark.slow
-def test_half_written_stage_is_redone(tmp_path):
-    pair_dir = prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+def test_half_written_stage_is_redone(slice_data_dir, tmp_path):
+    shutil.copytree(slice_data_dir, tmp_path / "data")
+    pair_dir = tmp_path / "data" / "multi30k-en-de"
     manifest = prep.Manifest(pair_dir, prep.STAGES)
     manifest.data["stages"].pop("spm_enc")  # as if killed between rename and stamp
     manifest.update()
     (pair_dir / "bin.tmp").mkdir()  # leftover of a killed binarization
+    raw = (pair_dir / "raw/train.en").stat().st_mtime_ns
     encoded = (pair_dir / "spm_enc/train.en").stat().st_mtime_ns
-    prep.prepare("multi30k-en-de", tmp_path, MIRROR, **SLICE)
+    prep.prepare("multi30k-en-de", tmp_path / "data", MIRROR, **SLICE)
+    assert (pair_dir / "raw/train.en").stat().st_mtime_ns == raw
     assert (pair_dir / "spm_enc/train.en").stat().st_mtime_ns != encoded
     assert not (pair_dir / "bin.tmp").exists()
     assert set(prep.Manifest(pair_dir, prep.STAGES).data["stages"]) == set(prep.STAGES)
@@ -193,7 +202,6 @@ def test_subsample_is_fixed_and_keeps_order():
 
 
 @needs_mirror
-@pytest.mark.slow
 def test_tatoeba_split_on_real_data():
     pairs = read_tatoeba_pairs(MIRROR / "tatoeba-deu-eng/deu-eng.zip")
     split = split_pairs(pairs)
