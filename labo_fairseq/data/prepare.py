@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import sentencepiece as spm
 
@@ -83,7 +84,7 @@ def prepare(
     return pair_dir
 
 
-def _stage(manifest: Manifest, name: str, build) -> None:
+def _stage(manifest: Manifest, name: str, build: Callable[[Path], None]) -> None:
     start = time.time()
     ran = manifest.run_stage(name, build)
     status = f"done in {time.time() - start:.1f}s" if ran else "already complete, reused"
