@@ -124,17 +124,17 @@ def test_missing_file_in_mirror_names_it(tmp_path):
     assert _snapshot(tmp_path / "d") == {}
 
 
-@needs_mirror
-def test_checksum_mismatch_fails_and_changes_nothing(tmp_path):
+def test_checksum_mismatch_fails_and_changes_nothing(slice_data_dir, tmp_path):
     mirror = _tmp_mirror(tmp_path)
     target = mirror / "multi30k/raw/test_2016_flickr.de.gz"
     lines = gzip.decompress(target.read_bytes()).decode().split("\n")
     lines[0] = "Ein manipulierter Satz."
     target.write_bytes(gzip.compress("\n".join(lines).encode()))
-    data_dir = tmp_path / "d"
-    with pytest.raises(sources.DataError, match=r"checksum mismatch for .*test_2016_flickr\.de\.gz"):
-        prep.prepare("multi30k-en-de", data_dir, mirror, **SLICE)
-    assert _snapshot(data_dir) == {}
+    for data_dir in (tmp_path / "fresh", slice_data_dir):  # nothing yet, and fully prepared
+        before = _snapshot(data_dir)
+        with pytest.raises(sources.DataError, match=r"checksum mismatch for .*test_2016_flickr\.de\.gz"):
+            prep.prepare("multi30k-en-de", data_dir, mirror, **SLICE)
+        assert _snapshot(data_dir) == before
 
 
 @needs_mirror
