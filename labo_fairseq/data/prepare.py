@@ -68,7 +68,14 @@ def prepare(
             f"for {options}; use another --data-dir or delete {pair_dir} first."
         )
     files = corpus_sources(cfg)
-    fetched = {role: fetch(src, mirror, data_dir / "downloads") for role, src in files.items()}
+    fetched, problems = {}, []
+    for role, src in files.items():
+        try:
+            fetched[role] = fetch(src, mirror, data_dir / "downloads")
+        except DataError as err:
+            problems.append(str(err))
+    if problems:
+        raise DataError("\n".join(problems))
     record = {
         "pair": cfg.pair, "corpus": cfg.corpus, "source": cfg.source, "target": cfg.target,
         "options": options,
