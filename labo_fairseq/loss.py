@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from labo_fairseq import fused as labo_fused
 from labo_fairseq import solver as labo_solver
 
 
@@ -47,9 +48,11 @@ class _LaboSmoothedLoss(torch.autograd.Function):
         tol: float,
         max_iter: int,
         ignore_index: Optional[int],
+        compile: str,
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         sol = labo_solver.solve(
-            lprobs, target, budget, tol=tol, max_iter=max_iter, ignore_index=ignore_index
+            lprobs, target, budget, tol=tol, max_iter=max_iter, ignore_index=ignore_index,
+            compile=compile,
         )
         target = target.masked_fill(~valid, 0)
         cdtype = sol.beta.dtype
@@ -60,6 +63,7 @@ class _LaboSmoothedLoss(torch.autograd.Function):
         loss = torch.where(valid, loss, torch.zeros_like(loss))
         ctx.save_for_backward(lprobs, target, valid, sol.beta, sol.shift, sol.log_norm)
         ctx.epsilon, ctx.has_mask = epsilon, sol.has_mask
+        ctx.compile = compile if sol.compiled else "off"
         ctx.mark_non_differentiable(sol.beta, sol.bound)
         return loss.to(lprobs.dtype), sol.beta, sol.bound, sol.kl
 
@@ -68,6 +72,13 @@ class _LaboSmoothedLoss(torch.autograd.Function):
         lprobs, target, valid, beta, shift, log_norm = ctx.saved_tensors
         eps = ctx.epsilon
         g = torch.where(valid, grad_loss.to(beta.dtype), torch.zeros_like(beta))
+        if ctx.compile != "off":
+            # One fused pass: exp, scale and the target column, written straight to the output.
+            grad = labo_fused.labo_grad(
+                ctx.compile, lprobs, target, beta, shift, log_norm, g, float(eps)
+            )
+            if grad is not None:
+                return grad, None, None, None, None, None, None, None, None
         grad = torch.empty_like(lprobs)
         rows = labo_solver.chunk_rows(lprobs)
         for start in range(0, lprobs.size(0), rows):
@@ -80,7 +91,7 @@ class _LaboSmoothedLoss(torch.autograd.Function):
             w.mul_(scale)
             w.scatter_add_(1, target[sl].unsqueeze(1), (-(1.0 - eps) * g[sl]).unsqueeze(1))
             grad[sl] = w
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def labo_label_smoothed_nll_loss_with_stats(
@@ -93,6 +104,7 @@ def labo_label_smoothed_nll_loss_with_stats(
     *,
     tol: float = 1e-4,
     max_iter: int = 20,
+    compile: str = "auto",
 ) -> Tuple[Tensor, Tensor, RowStats]:
     """:func:`labo_label_smoothed_nll_loss` plus per-row solver results for diagnostics.
 
@@ -113,7 +125,8 @@ def labo_label_smoothed_nll_loss_with_stats(
     else:
         valid = flat_target != ignore_index
     loss, beta, bound, kl = _LaboSmoothedLoss.apply(
-        flat_lprobs, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index
+        flat_lprobs, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index,
+        compile,
     )
     # ignore_index may lie outside [0, V) (e.g. -100): gather padded rows at a harmless index.
     safe_target = flat_target.masked_fill(~valid, 0)
@@ -138,7 +151,8 @@ def labo_label_smoothed_nll_loss(
 
     ``lprobs`` [..., V] log-probabilities, ``target`` [...] class indices, ``epsilon`` = α ∈ [0, 1),
     ``budget`` = δ ≥ 0 in nats (float or one value per position). Solver keywords: ``tol``,
-    ``max_iter``. The gradient with respect to the logits is p − q with u* held constant.
+    ``max_iter``, ``compile`` ("auto"/"on"/"off": fused torch.compile kernels, see
+    :mod:`labo_fairseq.fused`). The gradient with respect to the logits is p − q with u* held constant.
     """
     loss, nll_loss, _ = labo_label_smoothed_nll_loss_with_stats(
         lprobs, target, epsilon, budget, ignore_index, reduce, **solver_kw

@@ -25,6 +25,8 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from labo_fairseq import fused as _fused
+
 Budget = Union[float, Tensor]
 
 # Finite stand-in for -inf after shifting: its square still fits in float32.
@@ -52,6 +54,8 @@ class LaboSolution:
     bound: Tensor
     iterations: int
     has_mask: bool
+    row_iterations: Optional[Tensor] = None  # exact passes each row took (0: none needed)
+    compiled: bool = False  # whether the fused compiled passes served this solve
 
     @property
     def temperature(self) -> Tensor:
@@ -146,31 +150,36 @@ def _moments(
     beta: Tensor,
     shift: Tensor,
     has_mask: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """(log Σw, E_m[d], Var_m[d]) of one chunk under m_β, from one pass over it."""
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Raw sums (Σw, Σw·d, Σw·d², Σw·d³) of one chunk under m_β, from one pass over it."""
     w, d = tempered_rows(scores, target, beta, shift, has_mask)
     s0 = w.sum(1)
     w.mul_(d)
     s1 = w.sum(1)
     s2 = w.mul_(d).sum(1)
+    s3 = w.mul_(d).sum(1)
+    return s0, s1, s2, s3
+
+
+def _central(s0: Tensor, s1: Tensor, s2: Tensor, s3: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(log Σw, E_m[d], Var_m[d], third central moment) from the raw sums."""
     # s0 >= 1 whenever the row has an unmasked non-target class (its maximum contributes exp(0)).
     s0_safe = s0.clamp_min(torch.finfo(s0.dtype).tiny)
     mean = s1 / s0_safe
-    var = (s2 / s0_safe - mean * mean).clamp_min(0.0)
-    return s0_safe.log(), mean, var
+    e2, e3 = s2 / s0_safe, s3 / s0_safe
+    var = (e2 - mean * mean).clamp_min(0.0)
+    m3 = e3 - 3.0 * mean * e2 + 2.0 * mean * mean * mean
+    return s0_safe.log(), mean, var, m3
 
 
 def _uniform_statistics(
     scores: Tensor, target: Tensor, rows: int
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One pass: per-row shift (max non-target score), count of unmasked non-targets, and the
-    mean and variance of the shifted scores under ū."""
+    mean, variance, third and fourth central moments of the shifted scores under ū."""
     n_rows = scores.size(0)
     cdtype = compute_dtype(scores.dtype)
-    shift = torch.empty(n_rows, dtype=cdtype, device=scores.device)
-    count = torch.empty(n_rows, dtype=cdtype, device=scores.device)
-    mean = torch.empty_like(shift)
-    var = torch.empty_like(shift)
+    out = [torch.empty(n_rows, dtype=cdtype, device=scores.device) for _ in range(6)]
     for sl in _chunks(n_rows, rows):
         z = scores[sl].to(cdtype, copy=True)
         z.scatter_(1, target[sl].unsqueeze(1), -math.inf)
@@ -183,9 +192,14 @@ def _uniform_statistics(
         z.masked_fill_(~unmasked, 0.0)
         n_safe = n.clamp_min(1.0)
         m = z.sum(1) / n_safe
-        v = (z.mul_(z).sum(1) / n_safe - m * m).clamp_min(0.0)
-        shift[sl], count[sl], mean[sl], var[sl] = zmax, n, m, v
-    return shift, count, mean, var
+        z.sub_(m.unsqueeze(1)).masked_fill_(~unmasked, 0.0)  # centred
+        c2 = z * z
+        v = c2.sum(1) / n_safe
+        m4 = (c2 * c2).sum(1) / n_safe
+        m3 = c2.mul_(z).sum(1) / n_safe
+        for acc, val in zip(out, (zmax, n, m, v, m3, m4)):
+            acc[sl] = val
+    return tuple(out)  # type: ignore[return-value]
 
 
 def _evaluate(
@@ -196,9 +210,9 @@ def _evaluate(
     rows_idx: Tensor,
     has_mask: bool,
     rows: int,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Moments at ``beta`` (one value per selected row) for the rows ``rows_idx``."""
-    out = [], [], []
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Raw sums at ``beta`` (one value per selected row) for the rows ``rows_idx`` (eager)."""
+    out = [], [], [], []
     all_rows = rows_idx.numel() == scores.size(0)
     for sl in _chunks(rows_idx.numel(), rows):
         idx = rows_idx[sl]
@@ -206,6 +220,22 @@ def _evaluate(
         for acc, val in zip(out, _moments(chunk, target[idx], beta[sl], shift[idx], has_mask)):
             acc.append(val)
     return tuple(torch.cat(acc) for acc in out)  # type: ignore[return-value]
+
+
+def _series_start(delta: Tensor, m2: Tensor, m3: Tensor, m4: Tensor) -> Tensor:
+    """β₀ from the cumulant expansion of KL(m_β‖ū) around β = 0 (LABO.md §3, extended):
+    KL ≈ κ₂β²/2 + κ₃β³/3 + κ₄β⁴/8, with κ₂ = m2, κ₃ = m3, κ₄ = m4 − 3·m2², solved by a few
+    scalar Newton steps from sqrt(2δ/κ₂). Only a starting point: the exact passes follow."""
+    k2 = m2.clamp_min(1e-30)
+    k4 = m4 - 3.0 * m2 * m2
+    b = torch.sqrt(2.0 * delta / k2).clamp(max=1.0)
+    b0 = b
+    for _ in range(8):
+        f = b * b * (0.5 * k2 + b * (m3 / 3.0 + b * k4 / 8.0)) - delta
+        fp = b * (k2 + b * (m3 + 0.5 * b * k4))
+        step = b - f / fp
+        b = torch.where(torch.isfinite(step) & (fp > 0), step, b).clamp(1e-6, 1.0)
+    return torch.where(torch.isfinite(b), b, b0)
 
 
 def solve(
@@ -217,11 +247,21 @@ def solve(
     max_iter: int = 20,
     ignore_index: Optional[int] = None,
     chunk_elements: Optional[int] = None,
+    compile: str = "off",
 ) -> LaboSolution:
     """Solves LABO's inner problem for every row of ``scores`` [N, V] (logits or log-probs).
 
     Rows whose target is ``ignore_index`` are skipped (β = 1, not counted as bound).
     ``tol`` bounds |KL(u*‖ū) − δ| in nats for rows where the budget binds.
+    ``compile`` ("auto" / "on" / "off") selects the fused torch.compile passes of
+    :mod:`labo_fairseq.fused` instead of the eager chunked ones (same results up to float
+    rounding of the row sums).
+
+    Algorithm: one pass for the statistics under ū (max, count, central moments 2–4) gives the
+    start β₀ from the cumulant series; then each iteration is one pass over the still-active
+    rows computing Σw·dʲ (j = 0..3), from which KL, its slope and curvature give a Halley step
+    on log KL as a function of log β, safeguarded by bisection on a bracket. A row stops when
+    |KL − δ| ≤ tol (with the budget proven binding), or at β = 1 when KL(p̄‖ū) ≤ δ.
     """
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"LABO solver tolerance (--labo-tol) must be a finite number > 0, got {tol}")
@@ -237,49 +277,89 @@ def solve(
     n_rows, device = scores.size(0), scores.device
     rows = chunk_rows(scores, chunk_elements)
     delta = _budget_rows(budget, n_rows, device, cdtype)
+    fast = _fused.use_compiled(compile, scores) and cdtype == torch.float32
 
-    shift, count, mean_u, var_u = _uniform_statistics(scores, target, rows)
+    stats = _fused.uniform_statistics(compile, scores, target) if fast else None
+    if stats is None:
+        fast = False
+        stats = _uniform_statistics(scores, target, rows)
+    shift, count, mean_u, var_u, m3_u, m4_u = stats
     has_mask = bool((count < scores.size(1) - 1).any())
     log_n = count.clamp_min(1.0).log()
-    everything = torch.arange(n_rows, device=device)
     beta = torch.ones(n_rows, dtype=cdtype, device=device)
-    log_norm, mean, _ = _evaluate(scores, target, beta, shift, everything, has_mask, rows)
-    kl = mean - log_norm + log_n  # KL(m_1 ‖ ū) = β·E[d] − log Σw + log n at β = 1
+    log_norm = torch.zeros_like(beta)
+    mean = torch.zeros_like(beta)
+    kl = torch.zeros_like(beta)
+    bound = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    row_iterations = torch.zeros(n_rows, dtype=torch.int32, device=device)
+    # Rows with no unmasked non-target class: u* is all zero (log Σw of an empty sum).
+    empty = count < 1
+    log_norm[empty] = math.log(torch.finfo(cdtype).tiny)
 
     solvable = count > 1
     if ignored is not None:
         solvable &= ~ignored
-    active = (kl > delta) & solvable
-    bound = active.clone()
-    # δ = 0: u* = ū exactly, also where rounding puts KL(p̄‖ū) at or below 0.
+    # δ = 0: u* = ū exactly (β = 0), also where rounding would put KL(p̄‖ū) at or below 0.
     at_uniform = solvable & (delta == 0)
     if bool(at_uniform.any()):
         beta[at_uniform] = 0.0
         log_norm[at_uniform] = log_n[at_uniform]
         mean[at_uniform] = mean_u[at_uniform]
-        kl[at_uniform] = 0.0
-        active &= ~at_uniform
+        bound[at_uniform] = var_u[at_uniform] > 0
+    active = solvable & ~at_uniform
 
     idx = active.nonzero().squeeze(1)
-    lo = torch.zeros(idx.numel(), dtype=cdtype, device=device)
-    hi = torch.ones_like(lo)
-    b = torch.sqrt(2.0 * delta[idx] / var_u[idx].clamp_min(1e-30)).clamp(max=1.0)
+    b = _series_start(delta[idx], var_u[idx], m3_u[idx], m4_u[idx])
+    lo = torch.zeros_like(b)
+    hi = torch.full_like(b, 2.0)  # > 1: β = 1 not evaluated yet
+    proven = torch.zeros(idx.numel(), dtype=torch.bool, device=device)  # seen KL > δ
+    tiny = torch.finfo(cdtype).tiny
     iterations = 0
     while idx.numel() and iterations < max_iter:
         iterations += 1
-        ln, m, v = _evaluate(scores, target, b, shift, idx, has_mask, rows)
-        f = b * m - ln + log_n[idx] - delta[idx]
-        beta[idx], log_norm[idx], mean[idx], kl[idx] = b, ln, m, f + delta[idx]
-        done = f.abs() <= tol
+        sums = _fused.moments(compile, scores, target, idx, b, shift) if fast else None
+        if sums is None:
+            fast = False
+            sums = _evaluate(scores, target, b, shift, idx, has_mask, rows)
+        ln, m, v, m3 = _central(*sums)
+        d_i, logn_i = delta[idx], log_n[idx]
+        k = b * m - ln + logn_i
+        f = k - d_i
+        beta[idx], log_norm[idx], mean[idx], kl[idx] = b, ln, m, k
+        row_iterations[idx] += 1
+        at_one = b >= 1.0
+        proven |= f > 0
+        bound[idx] = proven
+        # Converged: within tol of δ with the budget proven binding (some KL > δ seen), or
+        # KL(p̄‖ū) ≤ δ at β = 1 (constraint inactive: β = 1 exactly).
+        done = ((f.abs() <= tol) & proven) | (at_one & (f <= 0))
         lo = torch.where(f < 0, b, lo)
         hi = torch.where(f > 0, b, hi)
-        slope = b * v
-        newton = b - f / slope.clamp_min(torch.finfo(cdtype).tiny)
-        inside = (newton > lo) & (newton < hi) & (slope > 0)
-        b = torch.where(inside, newton, 0.5 * (lo + hi))
+        # Halley step on h(t) = log KL(e^t) − log δ' (t = log β), aiming a little above δ so
+        # iterates tend to land on the binding side: dKL/dt = β²·Var, d²KL/dt² = 2β²·Var + β³·m3.
+        k_pos = k.clamp_min(tiny)
+        target_kl = d_i + 0.25 * tol
+        h = k_pos.log() - target_kl.log()
+        kt = b * b * v
+        ktt = 2.0 * kt + b * b * b * m3
+        g1 = kt / k_pos
+        g2 = ktt / k_pos - g1 * g1
+        denom = 2.0 * g1 * g1 - h * g2
+        step = -2.0 * h * g1 / denom
+        halley = b * torch.exp(step.clamp(-20.0, 20.0))
+        newton = b * torch.exp(-h / g1.clamp_min(tiny))
+        ok_halley = torch.isfinite(halley) & (denom > 0) & (k > 0)
+        prop = torch.where(ok_halley, halley, newton)
+        # Steps beyond β = 1 go to 1 while it is unexplored (hi > 1), else bisect.
+        prop = prop.clamp(max=1.0)  # +inf (flat KL below δ) also goes to 1
+        prop = torch.where(torch.isnan(prop) | (k <= 0), -1.0, prop)
+        inside = (prop > lo) & (prop < hi)
+        b = torch.where(inside, prop, 0.5 * (lo + hi.clamp(max=1.0)))
         keep = ~done
-        idx, lo, hi, b = idx[keep], lo[keep], hi[keep], b[keep]
-    return LaboSolution(beta, shift, log_norm, mean, kl, bound, iterations, has_mask)
+        idx, lo, hi, b, proven = idx[keep], lo[keep], hi[keep], b[keep], proven[keep]
+    return LaboSolution(
+        beta, shift, log_norm, mean, kl, bound, iterations, has_mask, row_iterations, fast
+    )
 
 
 def solve_inverse_temperature(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from fairseq import utils
 from fairseq.criterions import register_criterion
+from fairseq.dataclass import ChoiceEnum
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
@@ -41,6 +42,14 @@ class LaboLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCrit
     )
     labo_max_iter: int = field(
         default=20, metadata={"help": "LABO solver cap on Newton/bisection iterations (>= 1)"}
+    )
+    labo_compile: ChoiceEnum(["auto", "on", "off"]) = field(
+        default="auto",
+        metadata={
+            "help": "fused torch.compile kernels for the LABO solver and gradient: auto = for "
+            "batches of >= 4M logits on CPU/CUDA, falling back to eager if compilation fails; "
+            "on = always (error if unavailable); off = eager reference code only"
+        },
     )
 
 
@@ -69,12 +78,14 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         labo_budget=1.0,
         labo_tol=1e-4,
         labo_max_iter=20,
+        labo_compile="auto",
     ):
         _check_config(label_smoothing, labo_budget, labo_tol, labo_max_iter)
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.labo_budget = labo_budget
         self.labo_tol = labo_tol
         self.labo_max_iter = labo_max_iter
+        self.labo_compile = str(labo_compile)
         self._batches_seen = 0
 
     def forward(self, model, sample, reduce=True):
@@ -91,6 +102,7 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
             reduce=reduce,
             tol=self.labo_tol,
             max_iter=self.labo_max_iter,
+            compile=self.labo_compile,
         )
         if not bool(torch.isfinite(loss).all()):
             self._raise_non_finite(lprobs, sample)
@@ -123,6 +135,7 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         loss, nll_loss, _ = labo_label_smoothed_nll_loss_with_stats(
             lprobs, target, self.eps, self.labo_budget, ignore_index=self.padding_idx,
             reduce=reduce, tol=self.labo_tol, max_iter=self.labo_max_iter,
+            compile=self.labo_compile,
         )
         return loss, nll_loss
 
