@@ -1,5 +1,5 @@
 """Tests for the training/evaluation pipeline: command building, run records, refusals,
-checkpoint averaging, scoring, reporting, and (slow) the whole chain on a Multi30k slice:
+checkpoint averaging, scoring, reporting, and the whole chain on a Multi30k slice:
 prepare.sh → train.sh (one epoch, tiny model) → evaluate.sh → reproduce.sh → report.
 """
 from __future__ import annotations
@@ -205,7 +205,7 @@ def test_report_means_difference_and_bootstrap(tmp_path):
     assert json.loads(js.read_text())["pairs"][0]["difference"] == row["difference"]
 
 
-# --- the whole chain (slow) --------------------------------------------------------------
+# --- the whole chain (runs in CI: ~2 min) --------------------------------------------------------------
 
 def _source_lines(generate_output: Path) -> list[str]:
     """The ``S-<id>`` lines of fairseq-generate output in id order."""
@@ -215,7 +215,6 @@ def _source_lines(generate_output: Path) -> list[str]:
 
 
 @needs_mirror
-@pytest.mark.slow
 def test_prepare_train_evaluate_reproduce(tmp_path):
     data, ck, res = tmp_path / "data", tmp_path / "ck", tmp_path / "results"
     slice_args = ["--max-train-lines", "300", "--vocab-size", "300"]
