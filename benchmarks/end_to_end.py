@@ -81,7 +81,8 @@ def run_once(args, cfg, method, workdir) -> dict:
     return {
         "method": method, "wall_s": wall, "interval_wps": wps,
         "median_wps_after_first": statistics.median(wps[1:]) if len(wps) > 1 else float("nan"),
-        "summary_wps": float(summary["wps"]) if summary else float("nan"),
+        "summary_wps": float(summary.get("train_wps", summary.get("wps", "nan")))
+        if summary else float("nan"),
         "summary": summary, "load_avg_1min_end": os.getloadavg()[0],
         "command": " ".join(cmd),
     }

@@ -28,6 +28,8 @@ MODES = ("auto", "on", "off")
 AUTO_MIN_ELEMENTS = 1 << 22
 # Columns used to pick a per-row pivot for the uniform-statistics pass (numerical centring only).
 _PIVOT_COLUMNS = 64
+# Above this fraction of active rows a moment pass reads all rows contiguously.
+_FULL_READ_FRACTION = 0.6
 
 _compiled = {}
 _broken: Optional[BaseException] = None
@@ -61,16 +63,30 @@ def _uniform_kernel(scores: Tensor, target: Tensor, pivot: Tensor):
     )
 
 
-def _moments_kernel(scores: Tensor, target: Tensor, rows: Tensor, beta: Tensor, shift: Tensor):
-    """Σw, Σw·d, Σw·d², Σw·d³ with d = z − shift, w = exp(β·d) over the unmasked non-targets
-    of the rows ``rows`` (read through the index, no copy)."""
-    x = scores[rows].to(torch.float32)
-    _, keep = _keep_mask(x, target[rows])
+def _moment_sums(x: Tensor, target: Tensor, beta: Tensor, shift: Tensor, center: Tensor):
+    """Σw·cʲ (j = 0..5) with w = exp(β·(z − shift)) and c = z − shift − center over the
+    unmasked non-targets (the centre only keeps the powers small; the exponent does not use it)."""
+    _, keep = _keep_mask(x, target)
     d = torch.where(keep, x - shift.unsqueeze(1), 0.0)
     w = torch.where(keep, torch.exp(beta.unsqueeze(1) * d), 0.0)
-    wd = w * d
-    wd2 = wd * d
-    return w.sum(1), wd.sum(1), wd2.sum(1), (wd2 * d).sum(1)
+    c = torch.where(keep, d - center.unsqueeze(1), 0.0)
+    w1 = w * c
+    w2 = w1 * c
+    w3 = w2 * c
+    w4 = w3 * c
+    return w.sum(1), w1.sum(1), w2.sum(1), w3.sum(1), w4.sum(1), (w4 * c).sum(1)
+
+
+def _moments_kernel(scores: Tensor, target: Tensor, beta: Tensor, shift: Tensor, center: Tensor):
+    """:func:`_moment_sums` over all rows."""
+    return _moment_sums(scores.to(torch.float32), target, beta, shift, center)
+
+
+def _moments_rows_kernel(
+    scores: Tensor, target: Tensor, rows: Tensor, beta: Tensor, shift: Tensor, center: Tensor
+):
+    """:func:`_moment_sums` over the rows ``rows`` only, read through the index (no copy)."""
+    return _moment_sums(scores[rows].to(torch.float32), target[rows], beta, shift[rows], center)
 
 
 def _grad_kernel(
@@ -158,9 +174,26 @@ def uniform_statistics(mode: str, scores: Tensor, target: Tensor):
     return zmax, n, mean, m2, m3, m4
 
 
-def moments(mode: str, scores: Tensor, target: Tensor, rows: Tensor, beta: Tensor, shift: Tensor):
-    """Raw sums (Σw, Σw·d, Σw·d², Σw·d³) for the rows ``rows``; None if compilation failed."""
-    return _call(mode, "moments", _moments_kernel, scores, target, rows, beta, shift[rows])
+def moments(
+    mode: str, scores: Tensor, target: Tensor, rows: Tensor, beta: Tensor, shift: Tensor,
+    center: Tensor,
+):
+    """Sums Σw·cʲ (j = 0..5) for the rows ``rows``; None if compilation failed.
+
+    When most rows are still active, all rows are computed (a contiguous read is ~1.5x faster
+    than reading through the index) and the active ones picked out afterwards."""
+    n = scores.size(0)
+    if rows.numel() >= _FULL_READ_FRACTION * n:
+        b = torch.ones(n, dtype=beta.dtype, device=beta.device)
+        c = torch.zeros(n, dtype=beta.dtype, device=beta.device)
+        b[rows], c[rows] = beta, center
+        out = _call(mode, "moments", _moments_kernel, scores, target, b, shift, c)
+        if out is None or rows.numel() == n:
+            return out
+        return tuple(o[rows] for o in out)
+    return _call(
+        mode, "moments_rows", _moments_rows_kernel, scores, target, rows, beta, shift, center
+    )
 
 
 def labo_grad(mode, lprobs, target, beta, shift, log_norm, g, epsilon):

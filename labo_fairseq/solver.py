@@ -149,27 +149,31 @@ def _moments(
     target: Tensor,
     beta: Tensor,
     shift: Tensor,
+    center: Tensor,
     has_mask: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Raw sums (Σw, Σw·d, Σw·d², Σw·d³) of one chunk under m_β, from one pass over it."""
+) -> Tuple[Tensor, ...]:
+    """Sums Σw·cʲ (j = 0..5) of one chunk under m_β, c = z − shift − center, in one pass."""
     w, d = tempered_rows(scores, target, beta, shift, has_mask)
-    s0 = w.sum(1)
-    w.mul_(d)
-    s1 = w.sum(1)
-    s2 = w.mul_(d).sum(1)
-    s3 = w.mul_(d).sum(1)
-    return s0, s1, s2, s3
+    c = d.sub_(center.unsqueeze(1))
+    sums = [w.sum(1)]
+    for _ in range(5):
+        sums.append(w.mul_(c).sum(1))  # w = 0 at masked entries keeps every product finite
+    return tuple(sums)
 
 
-def _central(s0: Tensor, s1: Tensor, s2: Tensor, s3: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(log Σw, E_m[d], Var_m[d], third central moment) from the raw sums."""
+def _cumulants(sums: Tuple[Tensor, ...], center: Tensor) -> Tuple[Tensor, ...]:
+    """(log Σw, E_m[d], κ₂, κ₃, κ₄, κ₅) under m_β from the centred sums of :func:`_moments`."""
+    s0 = sums[0]
     # s0 >= 1 whenever the row has an unmasked non-target class (its maximum contributes exp(0)).
     s0_safe = s0.clamp_min(torch.finfo(s0.dtype).tiny)
-    mean = s1 / s0_safe
-    e2, e3 = s2 / s0_safe, s3 / s0_safe
-    var = (e2 - mean * mean).clamp_min(0.0)
-    m3 = e3 - 3.0 * mean * e2 + 2.0 * mean * mean * mean
-    return s0_safe.log(), mean, var, m3
+    a = sums[1] / s0_safe
+    e2, e3, e4, e5 = (sj / s0_safe for sj in sums[2:])
+    a2 = a * a
+    mu2 = (e2 - a2).clamp_min(0.0)
+    mu3 = e3 - 3.0 * a * e2 + 2.0 * a2 * a
+    mu4 = e4 - 4.0 * a * e3 + 6.0 * a2 * e2 - 3.0 * a2 * a2
+    mu5 = e5 - 5.0 * a * e4 + 10.0 * a2 * e3 - 10.0 * a2 * a * e2 + 4.0 * a2 * a2 * a
+    return s0_safe.log(), center + a, mu2, mu3, mu4 - 3.0 * mu2 * mu2, mu5 - 10.0 * mu3 * mu2
 
 
 def _uniform_statistics(
@@ -207,17 +211,20 @@ def _evaluate(
     target: Tensor,
     beta: Tensor,
     shift: Tensor,
+    center: Tensor,
     rows_idx: Tensor,
     has_mask: bool,
     rows: int,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Raw sums at ``beta`` (one value per selected row) for the rows ``rows_idx`` (eager)."""
-    out = [], [], [], []
+) -> Tuple[Tensor, ...]:
+    """Sums of :func:`_moments` at ``beta`` (one value per selected row) for the rows
+    ``rows_idx`` (eager, row chunk by row chunk)."""
+    out = [], [], [], [], [], []
     all_rows = rows_idx.numel() == scores.size(0)
     for sl in _chunks(rows_idx.numel(), rows):
         idx = rows_idx[sl]
         chunk = scores[sl] if all_rows else scores.index_select(0, idx)
-        for acc, val in zip(out, _moments(chunk, target[idx], beta[sl], shift[idx], has_mask)):
+        vals = _moments(chunk, target[idx], beta[sl], shift[idx], center[sl], has_mask)
+        for acc, val in zip(out, vals):
             acc.append(val)
     return tuple(torch.cat(acc) for acc in out)  # type: ignore[return-value]
 
@@ -236,6 +243,43 @@ def _series_start(delta: Tensor, m2: Tensor, m3: Tensor, m4: Tensor) -> Tensor:
         step = b - f / fp
         b = torch.where(torch.isfinite(step) & (fp > 0), step, b).clamp(1e-6, 1.0)
     return torch.where(torch.isfinite(b), b, b0)
+
+
+def _next_beta(
+    b: Tensor, k: Tensor, aim: Tensor, k2: Tensor, k3: Tensor, k4: Tensor, k5: Tensor
+) -> Tensor:
+    """Proposed next β from one evaluation at ``b`` (KL there = ``k``): the root near ``b`` of
+    the 4th-order Taylor polynomial of KL(β) − aim, whose derivatives come from the cumulants
+    κⱼ of d under m_β (dKL/dβ = βκ₂, then κ₂ + βκ₃, 2κ₃ + βκ₄, 3κ₄ + βκ₅), found by Newton on
+    the polynomial from a Halley start. Where that fails or jumps by more than b/2: a Halley
+    step on log KL against log β. The result may be non-finite or outside [0, 1]; the caller
+    safeguards it with its bracket."""
+    tiny = torch.finfo(b.dtype).tiny
+    f = k - aim
+    c1 = b * k2
+    c2 = 0.5 * (k2 + b * k3)
+    c3 = (2.0 * k3 + b * k4) / 6.0
+    c4 = (3.0 * k4 + b * k5) / 24.0
+    h = -2.0 * f * c1 / (2.0 * c1 * c1 - 2.0 * f * c2)
+    h = torch.where(torch.isfinite(h), h, -f / c1)
+    for _ in range(6):
+        p = f + h * (c1 + h * (c2 + h * (c3 + h * c4)))
+        dp = c1 + h * (2.0 * c2 + h * (3.0 * c3 + h * 4.0 * c4))
+        h = h - p / dp
+    poly = b + h
+    poly_ok = torch.isfinite(poly) & (h.abs() <= 0.5 * b) & (dp > 0)
+    # Halley on log KL(e^t), t = log β: dKL/dt = β²κ₂, d²KL/dt² = 2β²κ₂ + β³κ₃.
+    k_pos = k.clamp_min(tiny)
+    g = k_pos.log() - aim.log()
+    kt = b * b * k2
+    g1 = kt / k_pos
+    g2 = (2.0 * kt + b * b * b * k3) / k_pos - g1 * g1
+    denom = 2.0 * g1 * g1 - g * g2
+    halley = b * torch.exp((-2.0 * g * g1 / denom).clamp(-20.0, 20.0))
+    newton = b * torch.exp(-g / g1.clamp_min(tiny))
+    log_step = torch.where(torch.isfinite(halley) & (denom > 0), halley, newton)
+    out = torch.where(poly_ok, poly, log_step)
+    return torch.where(k > 0, out, torch.full_like(out, float("nan")))
 
 
 def solve(
@@ -310,18 +354,19 @@ def solve(
 
     idx = active.nonzero().squeeze(1)
     b = _series_start(delta[idx], var_u[idx], m3_u[idx], m4_u[idx])
+    # Centre of the powers in the moment pass: predicted E_m[d] at the start (series in β).
+    center = (mean_u[idx] + b * var_u[idx]).clamp(max=0.0)
     lo = torch.zeros_like(b)
     hi = torch.full_like(b, 2.0)  # > 1: β = 1 not evaluated yet
     proven = torch.zeros(idx.numel(), dtype=torch.bool, device=device)  # seen KL > δ
-    tiny = torch.finfo(cdtype).tiny
     iterations = 0
     while idx.numel() and iterations < max_iter:
         iterations += 1
-        sums = _fused.moments(compile, scores, target, idx, b, shift) if fast else None
+        sums = _fused.moments(compile, scores, target, idx, b, shift, center) if fast else None
         if sums is None:
             fast = False
-            sums = _evaluate(scores, target, b, shift, idx, has_mask, rows)
-        ln, m, v, m3 = _central(*sums)
+            sums = _evaluate(scores, target, b, shift, center, idx, has_mask, rows)
+        ln, m, k2, k3, k4, k5 = _cumulants(sums, center)
         d_i, logn_i = delta[idx], log_n[idx]
         k = b * m - ln + logn_i
         f = k - d_i
@@ -335,28 +380,20 @@ def solve(
         done = ((f.abs() <= tol) & proven) | (at_one & (f <= 0))
         lo = torch.where(f < 0, b, lo)
         hi = torch.where(f > 0, b, hi)
-        # Halley step on h(t) = log KL(e^t) − log δ' (t = log β), aiming a little above δ so
-        # iterates tend to land on the binding side: dKL/dt = β²·Var, d²KL/dt² = 2β²·Var + β³·m3.
-        k_pos = k.clamp_min(tiny)
-        target_kl = d_i + 0.25 * tol
-        h = k_pos.log() - target_kl.log()
-        kt = b * b * v
-        ktt = 2.0 * kt + b * b * b * m3
-        g1 = kt / k_pos
-        g2 = ktt / k_pos - g1 * g1
-        denom = 2.0 * g1 * g1 - h * g2
-        step = -2.0 * h * g1 / denom
-        halley = b * torch.exp(step.clamp(-20.0, 20.0))
-        newton = b * torch.exp(-h / g1.clamp_min(tiny))
-        ok_halley = torch.isfinite(halley) & (denom > 0) & (k > 0)
-        prop = torch.where(ok_halley, halley, newton)
+        # Aim a little above δ so that iterates tend to land on the proven-binding side.
+        prop = _next_beta(b, k, d_i + 0.25 * tol, k2, k3, k4, k5)
         # Steps beyond β = 1 go to 1 while it is unexplored (hi > 1), else bisect.
         prop = prop.clamp(max=1.0)  # +inf (flat KL below δ) also goes to 1
-        prop = torch.where(torch.isnan(prop) | (k <= 0), -1.0, prop)
+        prop = torch.where(torch.isnan(prop), -1.0, prop)
         inside = (prop > lo) & (prop < hi)
-        b = torch.where(inside, prop, 0.5 * (lo + hi.clamp(max=1.0)))
+        new_b = torch.where(inside, prop, 0.5 * (lo + hi.clamp(max=1.0)))
+        # Next centre: E_m[d] extrapolated to the new β (dE/dβ = κ₂, d²E/dβ² = κ₃).
+        step = new_b - b
+        center = (m + step * (k2 + 0.5 * step * k3)).clamp(max=0.0)
+        center = torch.where(torch.isfinite(center), center, m)
         keep = ~done
-        idx, lo, hi, b, proven = idx[keep], lo[keep], hi[keep], b[keep], proven[keep]
+        idx, lo, hi, b, proven = idx[keep], lo[keep], hi[keep], new_b[keep], proven[keep]
+        center = center[keep]
     return LaboSolution(
         beta, shift, log_norm, mean, kl, bound, iterations, has_mask, row_iterations, fast
     )
