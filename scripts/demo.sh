@@ -4,10 +4,10 @@
 # Finished runs are kept and skipped on a rerun (scripts/reproduce.sh); results go to results/demo/.
 set -euo pipefail
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-  echo "usage: scripts/demo.sh [--mirror DIR]   (env: VENV=path, DEMO_EPOCHS=N, default 3)"; exit 0
+  echo "usage: scripts/demo.sh [--mirror DIR]   (env: VENV=path, DEMO_EPOCHS=N, default 2)"; exit 0
 fi
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/reproduce.sh multi30k-en-de --methods ls,labo --seeds 1 \
   --save-root checkpoints/demo --results-dir results/demo "$@" \
-  -- --max-epoch "${DEMO_EPOCHS:-3}"
+  -- --max-epoch "${DEMO_EPOCHS:-2}"
