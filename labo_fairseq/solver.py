@@ -359,6 +359,7 @@ def solve(
     lo = torch.zeros_like(b)
     hi = torch.full_like(b, 2.0)  # > 1: β = 1 not evaluated yet
     proven = torch.zeros(idx.numel(), dtype=torch.bool, device=device)  # seen KL > δ
+    prev_err = torch.full_like(b, math.inf)  # |KL − δ| at the previous iterate
     iterations = 0
     while idx.numel() and iterations < max_iter:
         iterations += 1
@@ -385,15 +386,19 @@ def solve(
         # Steps beyond β = 1 go to 1 while it is unexplored (hi > 1), else bisect.
         prop = prop.clamp(max=1.0)  # +inf (flat KL below δ) also goes to 1
         prop = torch.where(torch.isnan(prop), -1.0, prop)
-        inside = (prop > lo) & (prop < hi)
+        # Bisect when the model step leaves the bracket, or when the last step did not halve
+        # |KL − δ| (the local model is poor there, e.g. where KL saturates).
+        slow = f.abs() > 0.5 * prev_err
+        inside = (prop > lo) & (prop < hi) & (~slow | (prop >= 1.0))  # β = 1 unexplored: try it
         new_b = torch.where(inside, prop, 0.5 * (lo + hi.clamp(max=1.0)))
+        prev_err = f.abs()
         # Next centre: E_m[d] extrapolated to the new β (dE/dβ = κ₂, d²E/dβ² = κ₃).
         step = new_b - b
         center = (m + step * (k2 + 0.5 * step * k3)).clamp(max=0.0)
         center = torch.where(torch.isfinite(center), center, m)
         keep = ~done
         idx, lo, hi, b, proven = idx[keep], lo[keep], hi[keep], new_b[keep], proven[keep]
-        center = center[keep]
+        center, prev_err = center[keep], prev_err[keep]
     return LaboSolution(
         beta, shift, log_norm, mean, kl, bound, iterations, has_mask, row_iterations, fast
     )
