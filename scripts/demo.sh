@@ -11,3 +11,5 @@ bash scripts/install.sh
 bash scripts/reproduce.sh multi30k-en-de --methods ls,labo --seeds 1 \
   --save-root checkpoints/demo --results-dir results/demo "$@" \
   -- --max-epoch "${DEMO_EPOCHS:-2}"
+cat results/demo/multi30k-en-de.md
+echo "plots: results/demo/multi30k-en-de/   runs: checkpoints/demo/multi30k-en-de/"
