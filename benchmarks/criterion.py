@@ -52,6 +52,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from benchmarks.doc_block import write_block  # noqa: E402
+
 PAD = 1
 MARK_BEGIN = "<!-- criterion-benchmark:begin -->"
 MARK_END = "<!-- criterion-benchmark:end -->"
@@ -283,18 +285,6 @@ def markdown(results, command):
     return "\n".join(lines)
 
 
-def write_markdown(path, block):
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + block + tail
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + block + "\n"
-    path.write_text(text)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--N", type=int, nargs="+", default=[2048, 8192])
@@ -355,7 +345,7 @@ def main(argv=None):
                     Path(args.out).write_text(json.dumps(results, indent=1))
     args.dtype = dtypes
     if args.markdown:
-        write_markdown(args.markdown, markdown(results, command))
+        write_block(args.markdown, markdown(results, command), MARK_BEGIN, MARK_END)
     print(markdown(results, command))
 
 

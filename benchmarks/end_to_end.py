@@ -32,6 +32,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.doc_block import write_block  # noqa: E402
+
 MARK_BEGIN = "<!-- end-to-end-benchmark:begin -->"
 MARK_END = "<!-- end-to-end-benchmark:end -->"
 DROP = {"--max-epoch", "--keep-last-epochs", "--log-format", "--log-interval"}
@@ -114,18 +118,6 @@ def markdown(res, command):
     ])
 
 
-def write_markdown(path, block):
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + block + tail
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + block + "\n"
-    path.write_text(text)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pair", default="multi30k-en-de")
@@ -174,7 +166,7 @@ def main(argv=None):
         Path(args.out).write_text(json.dumps(res, indent=1))
     block = markdown(res, command)
     if args.markdown:
-        write_markdown(args.markdown, block)
+        write_block(args.markdown, block, MARK_BEGIN, MARK_END)
     print(block)
 
 
