@@ -11,46 +11,19 @@ from labo_fairseq.criterions.labo_label_smoothed_cross_entropy import (
 )
 from labo_fairseq.loss import labo_label_smoothed_nll_loss
 from labo_fairseq.solver import labo_distribution, solve, solve_inverse_temperature
+from tests.stubs import PAD, StubModel, StubTask, stub_sample
 
-PAD = 1
 V = 10
 
 
-class _Dict:
-    def pad(self):
-        return PAD
-
-
-class _Task:
-    target_dictionary = _Dict()
-
-
-class _StubModel:
-    """What fairseq's label-smoothed criterion uses: __call__, get_normalized_probs, get_targets."""
-
-    def __init__(self, logits):
-        self.logits = logits
-
-    def __call__(self, **net_input):
-        return (self.logits, {})
-
-    def get_normalized_probs(self, net_output, log_probs):
-        x = net_output[0].float()
-        return torch.log_softmax(x, -1) if log_probs else torch.softmax(x, -1)
-
-    def get_targets(self, sample, net_output):
-        return sample["target"]
-
-
 def _sample(t):
-    return {"id": torch.tensor([17, 42]), "net_input": {"src_tokens": t}, "target": t,
-            "ntokens": int((t != PAD).sum())}
+    return stub_sample(t, ids=torch.tensor([17, 42]))
 
 
 def _criterion(**kw):
     args = dict(label_smoothing=0.1, labo_budget=0.5, labo_tol=1e-4, labo_max_iter=20)
     args.update(kw)
-    return LaboLabelSmoothedCrossEntropyCriterion(_Task(), False, **args)
+    return LaboLabelSmoothedCrossEntropyCriterion(StubTask(), False, **args)
 
 
 @pytest.fixture
@@ -170,7 +143,7 @@ def test_target_outside_vocabulary_in_criterion():
     z = torch.randn(2, 3, V)
     t = torch.tensor([[2, 3, V + 1], [4, PAD, PAD]])
     with pytest.raises(ValueError, match=f"target index {V + 1} is outside the vocabulary"):
-        _criterion()(_StubModel(z), _sample(t))
+        _criterion()(StubModel(z), _sample(t))
 
 
 def test_out_of_range_ignore_index_rows_are_skipped(batch):
@@ -202,7 +175,7 @@ def test_non_finite_logits_raise_floating_point_error_naming_the_batch(poison):
     t = torch.tensor([[2, 3, 4], [5, 6, PAD]])
     crit = _criterion()
     # A healthy batch first: the counter in the message must say which batch failed.
-    loss, _, _ = crit(_StubModel(z), _sample(t))
+    loss, _, _ = crit(StubModel(z), _sample(t))
     assert torch.isfinite(loss)
     bad = z.clone()
     if poison == "nan":
@@ -212,7 +185,7 @@ def test_non_finite_logits_raise_floating_point_error_naming_the_batch(poison):
     else:  # the model masked the gold token: log p_y = −inf
         bad[0, 2, 4] = -math.inf
     with pytest.raises(FloatingPointError, match=r"batch 2\b") as info:
-        crit(_StubModel(bad), _sample(t))
+        crit(StubModel(bad), _sample(t))
     msg = str(info.value)
     assert "non-finite" in msg
     assert "17" in msg and "42" in msg  # the sample ids of the batch

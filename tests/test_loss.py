@@ -20,6 +20,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference as ref  # noqa: E402
+from stubs import PAD, StubModel, StubTask, stub_sample  # noqa: E402
 
 from labo_fairseq.criterions.labo_label_smoothed_cross_entropy import (  # noqa: E402
     LaboLabelSmoothedCrossEntropyCriterion,
@@ -27,7 +28,6 @@ from labo_fairseq.criterions.labo_label_smoothed_cross_entropy import (  # noqa:
 from labo_fairseq.loss import labo_label_smoothed_nll_loss  # noqa: E402
 from labo_fairseq.solver import labo_distribution  # noqa: E402
 
-PAD = 1
 
 
 def make_logits(shape, vocab, std, seed, dtype=torch.float32, pad_tail=True):
@@ -248,43 +248,11 @@ def test_extreme_and_masked_logits_give_finite_loss():
 # The criterion's forward (stub model, no fairseq model needed)
 # --------------------------------------------------------------------------------------------
 
-class _Dict:
-    def pad(self):
-        return PAD
-
-
-class _Task:
-    target_dictionary = _Dict()
-
-
-class _StubModel:
-    """Exposes what fairseq's label-smoothed criterion uses: __call__, get_normalized_probs,
-    get_targets."""
-
-    def __init__(self, logits):
-        self.logits = logits
-
-    def __call__(self, **net_input):
-        return (self.logits, {})
-
-    def get_normalized_probs(self, net_output, log_probs):
-        x = net_output[0].float()
-        return torch.log_softmax(x, -1) if log_probs else torch.softmax(x, -1)
-
-    def get_targets(self, sample, net_output):
-        return sample["target"]
-
-
-def _sample(t):
-    return {"id": torch.arange(t.size(0)), "net_input": {"src_tokens": t}, "target": t,
-            "ntokens": int((t != PAD).sum())}
-
-
 def test_criterion_zero_budget_matches_fairseq_criterion():
     x, t = make_logits((3, 7), 120, 3.0, seed=11)
-    model, sample = _StubModel(x), _sample(t)
-    labo = LaboLabelSmoothedCrossEntropyCriterion(_Task(), False, 0.1, labo_budget=0.0)
-    fair = LabelSmoothedCrossEntropyCriterion(_Task(), False, 0.1)
+    model, sample = StubModel(x), stub_sample(t)
+    labo = LaboLabelSmoothedCrossEntropyCriterion(StubTask(), False, 0.1, labo_budget=0.0)
+    fair = LabelSmoothedCrossEntropyCriterion(StubTask(), False, 0.1)
     loss, size, log = labo(model, sample)
     ref_loss, ref_size, ref_log = fair(model, sample)
     rel_close(loss, ref_loss, 1e-6)
@@ -296,8 +264,8 @@ def test_criterion_zero_budget_matches_fairseq_criterion():
 def test_criterion_forward_matches_loss_function():
     x, t = make_logits((3, 7), 120, 3.0, seed=12)
     x.requires_grad_(True)
-    model, sample = _StubModel(x), _sample(t)
-    crit = LaboLabelSmoothedCrossEntropyCriterion(_Task(), False, 0.2, labo_budget=0.3)
+    model, sample = StubModel(x), stub_sample(t)
+    crit = LaboLabelSmoothedCrossEntropyCriterion(StubTask(), False, 0.2, labo_budget=0.3)
     loss, _, log = crit(model, sample)
     expected, nll = labo_label_smoothed_nll_loss(torch.log_softmax(x.float(), -1).view(-1, 120),
                                                  t.view(-1), 0.2, 0.3, ignore_index=PAD)
