@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from labo_fairseq.solver import labo_distribution, solve
+from labo_fairseq.solver import distribution_from_solution, solve
 
 
 @dataclass
@@ -87,8 +87,8 @@ def soft_targets(
     logits: Tensor, target: Tensor, symbols: Sequence[str], alpha: float, budget: float, k: int
 ) -> List[TokenTargets]:
     """Top-k classes of q_LS = (1−α)e_y + α·ū and q_LABO = (1−α)e_y + α·u* per position."""
-    u = labo_distribution(logits, target, budget)
-    beta = solve(logits, target, budget).beta
+    solution = solve(logits, target, budget)
+    u, beta = distribution_from_solution(logits, target, solution), solution.beta
     vocab = logits.size(1)
     rows = []
     for i, y in enumerate(target.tolist()):

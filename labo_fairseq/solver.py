@@ -420,6 +420,10 @@ def solve_inverse_temperature(
 def labo_distribution(scores: Tensor, target: Tensor, budget: Budget, **solver_kw) -> Tensor:
     """u* [N, V] in the compute dtype: zero at each row's target, every row summing to 1
     (all-zero only for a row whose non-target classes are all masked)."""
-    sol = solve(scores, target, budget, **solver_kw)
+    return distribution_from_solution(scores, target, solve(scores, target, budget, **solver_kw))
+
+
+def distribution_from_solution(scores: Tensor, target: Tensor, sol: LaboSolution) -> Tensor:
+    """u* [N, V] from a solution already computed for these ``scores`` (no second solve)."""
     w, _ = tempered_rows(scores.detach(), target, sol.beta, sol.shift, sol.has_mask)
     return w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
