@@ -93,17 +93,7 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         self._batches_seen += 1
         net_output = model(**sample["net_input"])
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, stats = labo_label_smoothed_nll_loss_with_stats(
-            lprobs,
-            target,
-            self.eps,
-            self.labo_budget,
-            ignore_index=self.padding_idx,
-            reduce=reduce,
-            tol=self.labo_tol,
-            max_iter=self.labo_max_iter,
-            compile=self.labo_compile,
-        )
+        loss, nll_loss, stats = self._labo_loss(lprobs, target, reduce)
         if not bool(torch.isfinite(loss).all()):
             self._raise_non_finite(lprobs, sample)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
@@ -132,12 +122,16 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
     def compute_loss(self, model, net_output, sample, reduce=True):
         """Used by fairseq code that calls ``compute_loss`` directly (e.g. some tasks)."""
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, _ = labo_label_smoothed_nll_loss_with_stats(
+        loss, nll_loss, _ = self._labo_loss(lprobs, target, reduce)
+        return loss, nll_loss
+
+    def _labo_loss(self, lprobs, target, reduce):
+        """(loss, nll_loss, per-position stats) with this criterion's settings."""
+        return labo_label_smoothed_nll_loss_with_stats(
             lprobs, target, self.eps, self.labo_budget, ignore_index=self.padding_idx,
             reduce=reduce, tol=self.labo_tol, max_iter=self.labo_max_iter,
             compile=self.labo_compile,
         )
-        return loss, nll_loss
 
     def _raise_non_finite(self, lprobs, sample) -> None:
         """A non-finite loss means NaN/+inf log-probs (diverged training) or a gold token the
