@@ -14,7 +14,7 @@ import torch
 
 from labo_fairseq.pairs import load_pair_config
 from labo_fairseq.pipeline import (averaging, evaluate, fairseq_log, layout, report, reproduce,
-                                   scoring, train)
+                                   scoring, sweep, train)
 from labo_fairseq.pipeline.cli_args import flag_value
 
 REPO = layout.REPO_ROOT
@@ -133,10 +133,26 @@ def test_evaluate_refuses_unfinished_run(tmp_path):
         evaluate.evaluate(tmp_path)
 
 
+def test_sweep_candidates_and_bad_budgets(tmp_path, capsys):
+    plan = sweep.parse_args([PAIR, "--budgets", "2,0.5,2", "--save-root", str(tmp_path)])
+    assert plan.budgets == (0.5, 2.0)
+    labels = [(c.label, c.method, c.save_root(tmp_path)) for c in plan.candidates()]
+    assert labels == [("ls", "ls", tmp_path), ("labo-d0.5", "labo", tmp_path / "sweep" / "d0.5"),
+                      ("labo-d2", "labo", tmp_path / "sweep" / "d2")]
+    assert sweep.Candidate(0.5).train_args(["--max-epoch", "1"]) == ("--labo-budget", "0.5", "--max-epoch", "1")
+    for bad in ("-1", "x", "inf", ""):
+        with pytest.raises(SystemExit):
+            sweep.parse_args([PAIR, "--budgets", bad])
+        assert "--budgets" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_suites_and_pair_filters():
     assert len(reproduce.SUITES["offline"]) == len(reproduce.SUITES["paper"]) == 7
-    assert reproduce.resolve_pairs("offline", ["tatoeba-de-en", PAIR]) == ("offline", (PAIR, "tatoeba-de-en"))
-    assert reproduce.resolve_pairs(f"{PAIR},multi30k-de-en", None) == (f"{PAIR}_multi30k-de-en", (PAIR, "multi30k-de-en"))
+    name, everything, chosen = reproduce.resolve_pairs("offline", ["tatoeba-de-en", PAIR])
+    assert (name, chosen) == ("offline", (PAIR, "tatoeba-de-en")) and everything == reproduce.SUITES["offline"]
+    pairs = (PAIR, "multi30k-de-en")
+    assert reproduce.resolve_pairs(f"{PAIR},multi30k-de-en", None) == (f"{PAIR}_multi30k-de-en", pairs, pairs)
     with pytest.raises(ValueError, match="unknown pair"):
         reproduce.resolve_pairs("offline", ["nope"])
     with pytest.raises(ValueError, match="not in suite"):
@@ -179,10 +195,10 @@ def test_hypotheses_back_in_corpus_order():
 def _fake_result(save_root: Path, method: str, seed: int, hyps: list[str], refs: Path) -> None:
     run = layout.run_dir(save_root, PAIR, method, seed)
     run.mkdir(parents=True)
-    (run / layout.HYP_FILE).write_text("\n".join(hyps) + "\n")
+    (run / layout.hyp_file()).write_text("\n".join(hyps) + "\n")
     scores = scoring.sacrebleu_scores(hyps, refs.read_text().splitlines(), "13a")
     (run / layout.RESULT_JSON).write_text(json.dumps({
-        "seed": seed, "hypotheses": str(run / layout.HYP_FILE), "references": str(refs),
+        "seed": seed, "hypotheses": str(run / layout.hyp_file()), "references": str(refs),
         "tokenized_bleu": None, **scores}))
 
 
@@ -235,14 +251,21 @@ def test_prepare_train_evaluate_reproduce(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     result = json.loads((run / layout.RESULT_JSON).read_text())
     refs = (data / PAIR / "raw" / "test.de").read_text().splitlines()
-    hyps = (run / layout.HYP_FILE).read_text().splitlines()
+    hyps = (run / layout.hyp_file()).read_text().splitlines()
     assert result["n_sentences"] == len(hyps) == len(refs) == 1000
     assert "tok:13a" in result["bleu_signature"] and result["checkpoint"].endswith("checkpoint1.pt")
     assert "BLEU signature" in evaluated.stdout
-    sources = evaluate.detokenize(_source_lines(run / evaluate.GENERATE_OUTPUT), data / PAIR / "spm" / "spm.model")
+    sources = evaluate.detokenize(_source_lines(run / evaluate.generate_output()), data / PAIR / "spm" / "spm.model")
     raw_sources = (data / PAIR / "raw" / "test.en").read_text().splitlines()
     same = sum(a == b for a, b in zip(sources, raw_sources))
     assert same >= 0.95 * len(raw_sources), "generate ids map back to corpus order"
+
+    on_valid = _script("evaluate.sh", str(run), "--split", "valid", "--", *FAST_GENERATE)
+    assert on_valid.returncode == 0, on_valid.stderr[-3000:]
+    valid_result = json.loads((run / layout.result_json("valid")).read_text())
+    assert valid_result["split"] == "valid" and valid_result["references"].endswith("raw/valid.de")
+    assert valid_result["n_sentences"] == len((data / PAIR / "raw" / "valid.de").read_text().splitlines())
+    assert json.loads((run / layout.RESULT_JSON).read_text()) == result, "test result untouched"
 
     before = _snapshot(run)
     again = _script("train.sh", PAIR, "ls", "--save-root", str(ck), "--data-dir", str(data), "--", *TINY)
@@ -254,16 +277,44 @@ def test_prepare_train_evaluate_reproduce(tmp_path):
                          "--mirror", str(CORPORA), *slice_args, "--bootstrap-samples", "100",
                          "--generate-args", " ".join(FAST_GENERATE), "--", *TINY)
     assert reproduced.returncode == 0, reproduced.stderr[-3000:]
-    assert f"{PAIR}/ls/seed1: skipped (finished)" in reproduced.stderr
-    assert f"{PAIR}/labo/seed1: trained and evaluated" in reproduced.stderr
+    assert f"{PAIR}/ls/seed1: archived (already evaluated)" in reproduced.stderr
+    assert f"{PAIR}/labo/seed1: trained, evaluated and archived" in reproduced.stderr
     assert _snapshot(run) == before
     summary = json.loads((res / f"{PAIR}.json").read_text())
     row = summary["pairs"][0]
     assert row["methods"]["labo"]["bleu"]["n"] == 1 and row["bootstrap"]["n_samples"] == 100
+    kept = layout.run_dir(res / PAIR / "runs", PAIR, "ls", 1)
+    kept_result = json.loads((kept / layout.RESULT_JSON).read_text())
+    assert kept_result["hypotheses"] == layout.hyp_file() and (kept / layout.hyp_file()).is_file()
+    assert kept_result["references"] == str(data / PAIR / "raw" / "test.de"), "outside the repo: kept absolute"
+    assert (kept / layout.TRAIN_LOG).is_file() and (kept / layout.RUN_JSON).is_file()
+
+    # Without the checkpoints (a fresh clone), the archived results alone rebuild the same table.
+    again = _script("reproduce.sh", PAIR, "--methods", "labo", "--data-dir", str(data),
+                    "--save-root", str(tmp_path / "elsewhere"), "--results-dir", str(res),
+                    "--bootstrap-samples", "100")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{PAIR}/labo/seed1: skipped (result archived" in again.stderr
+    assert not (tmp_path / "elsewhere").exists()
+    rebuilt = json.loads((res / f"{PAIR}.json").read_text())["pairs"][0]
+    assert rebuilt["methods"] == row["methods"] and rebuilt["bootstrap"]["p_value"] == row["bootstrap"]["p_value"]
     labo_log = layout.run_dir(ck, PAIR, "labo", 1) / layout.TRAIN_LOG
     assert any("labo_temp" in r for r in fairseq_log.read_records(labo_log, "train_inner"))
     assert (res / PAIR / f"{PAIR}_valid_loss.png").is_file() and (res / PAIR / "bleu.png").is_file()
     assert "LABO − LS" in (res / f"{PAIR}.md").read_text()
+
+    swept = _script("sweep.sh", PAIR, "--budgets", "0.5", "--data-dir", str(data), "--save-root", str(ck),
+                    "--results-dir", str(res), "--generate-args", " ".join(FAST_GENERATE), "--", *TINY)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    assert f"{PAIR}/ls/seed1: archived (already validated)" in swept.stderr, "the LS run is reused"
+    assert f"{PAIR}/labo-d0.5/seed1: trained, validated and archived" in swept.stderr
+    candidate = json.loads((layout.run_dir(ck / "sweep" / "d0.5", PAIR, "labo", 1) / layout.RUN_JSON).read_text())
+    assert flag_value(candidate["command"], "--labo-budget") == "0.5", "the last value wins in fairseq"
+    sweep_summary = json.loads((res / f"sweep-{PAIR}.json").read_text())
+    assert sweep_summary["chosen_budget"] == 0.5 and sweep_summary["complete"]
+    assert [r["label"] for r in sweep_summary["rows"]] == ["ls", "labo-d0.5"]
+    assert all(r["valid_bleu"] >= 0 and r["cost"]["epochs"] == 1 for r in sweep_summary["rows"])
+    assert "Chosen budget: δ = 0.5" in (res / f"sweep-{PAIR}.md").read_text()
 
     labo_run = layout.run_dir(ck, PAIR, "labo", 1)
     (labo_run / layout.DONE).unlink()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +40,24 @@ def read_records(path: Path, tag: str | None = None) -> Iterator[dict[str, Any]]
                 record = json.loads(line)
                 if tag is None or record["tag"] == tag:
                     yield record
+
+
+def training_cost(path: Path) -> dict[str, Any] | None:
+    """Wall time per epoch of a run from its ``train.log`` (None if it has no epoch records).
+
+    ``epoch_train_wall_s`` is fairseq's per-epoch ``train_wall`` (time in training steps, so
+    validation and checkpoint saving are left out). The median skips epoch 1 when there are
+    more, because epoch 1 also pays one-off costs (torch.compile, first-touch allocations).
+    """
+    epochs = list(read_records(path, "train"))
+    if not epochs:
+        return None
+    walls = [r["train_train_wall"] for r in epochs]
+    wps = [r["train_wps"] for r in epochs]
+    steady = slice(1 if len(epochs) > 1 else 0, None)
+    return {"epochs": len(epochs), "epoch_train_wall_s": walls,
+            "median_epoch_train_wall_s": statistics.median(walls[steady]),
+            "median_wps": statistics.median(wps[steady]), "total_wall_s": epochs[-1]["train_wall"]}
 
 
 def summary_line(record: dict[str, Any]) -> str:

@@ -20,7 +20,17 @@ DONE = "DONE"
 TRAIN_LOG = "train.log"
 FAIRSEQ_LOG = "fairseq.log"
 RESULT_JSON = "result.json"
-HYP_FILE = "hyp.test.txt"
+SPLITS = ("test", "valid")
+
+
+def result_json(split: str = "test") -> str:
+    """Evaluation record of one split: ``result.json`` for test, ``result.<split>.json`` else."""
+    return RESULT_JSON if split == "test" else f"result.{split}.json"
+
+
+def hyp_file(split: str = "test") -> str:
+    """Detokenised hypotheses of one split, in corpus order."""
+    return f"hyp.{split}.txt"
 
 
 def run_dir(save_root: Path, pair: str, method: str, seed: int) -> Path:
@@ -45,14 +55,17 @@ class PairData:
 
     @property
     def raw_test_ref(self) -> Path:
-        return self.root / "raw" / f"test.{self.target}"
+        return self.raw_ref("test")
 
-    @property
-    def tok_test_ref(self) -> Path:
-        """Tokenized references for tokenized BLEU: ``tok/test.<tgt>`` where prepare wrote one,
-        else ``raw/test.<tgt>`` (for moses-lower pairs the raw text is already tokenized)."""
-        tok = self.root / "tok" / f"test.{self.target}"
-        return tok if tok.is_file() else self.raw_test_ref
+    def raw_ref(self, split: str) -> Path:
+        """Untouched references of ``split`` (test or valid)."""
+        return self.root / "raw" / f"{split}.{self.target}"
+
+    def tok_ref(self, split: str) -> Path:
+        """Tokenized references for tokenized BLEU: ``tok/<split>.<tgt>`` where prepare wrote one,
+        else ``raw/<split>.<tgt>`` (for moses-lower pairs the raw text is already tokenized)."""
+        tok = self.root / "tok" / f"{split}.{self.target}"
+        return tok if tok.is_file() else self.raw_ref(split)
 
     def is_prepared(self) -> bool:
         """True once prepare.sh has finished (``bin/`` is its last stage, renamed into place)."""

@@ -1,8 +1,8 @@
 """Aggregates evaluated runs into the LS-vs-LABO comparison table (Markdown + JSON).
 
 Per pair: BLEU mean ± sample standard deviation over seeds for each method, LABO − LS, the
-paper's numbers where the config knows them, chrF, and sacreBLEU's paired bootstrap test of
-LABO against LS. The bootstrap compares the two systems trained with the *first* seed both
+paper's numbers where the config knows them, chrF, sacreBLEU's paired bootstrap test of
+LABO against LS, and the training cost (seconds per epoch from each run's ``train.log``). The bootstrap compares the two systems trained with the *first* seed both
 methods share (one pair of systems, as the test assumes); concatenating seeds would treat
 repeated test sentences as independent samples and overstate significance.
 
@@ -16,18 +16,27 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from labo_fairseq.pairs import load_pair_config
-from labo_fairseq.pipeline import layout, scoring
+from labo_fairseq.pairs import METHODS, load_pair_config
+from labo_fairseq.pipeline import archive, fairseq_log, layout, scoring
 
 
-def load_results(save_root: Path, pair: str, method: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """The ``result.json`` records that exist for (pair, method) over ``seeds``."""
+def load_results(root: Path, pair: str, method: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The test ``result.json`` records that exist for (pair, method) over ``seeds`` under
+    ``root`` (a save root or an archive root: both use the run-directory layout)."""
     found = []
     for seed in seeds:
-        path = layout.run_dir(save_root, pair, method, seed) / layout.RESULT_JSON
+        path = layout.run_dir(root, pair, method, seed) / layout.RESULT_JSON
         if path.is_file():
-            found.append(json.loads(path.read_text()))
+            found.append(archive.load_result(path))
     return found
+
+
+def present_runs(root: Path, pairs: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Methods (in :data:`METHODS` order) and seeds that have a test result under ``root``."""
+    found = [p.parts[-4:-1] for pair in pairs for p in (root / pair).glob(f"*/seed*/{layout.RESULT_JSON}")]
+    methods = {method for _, method, _ in found}
+    seeds = {int(seed.removeprefix("seed")) for _, _, seed in found if seed.removeprefix("seed").isdigit()}
+    return [m for m in METHODS if m in methods], sorted(seeds)
 
 
 def primary_bleu(result: dict[str, Any]) -> float:
@@ -44,11 +53,11 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
             "n": len(values)}
 
 
-def summarize_pair(save_root: Path, pair: str, methods: Sequence[str], seeds: Sequence[int],
+def summarize_pair(root: Path, pair: str, methods: Sequence[str], seeds: Sequence[int],
                    n_bootstrap: int = 1000) -> dict[str, Any]:
     """One pair's row: per-method statistics, LABO − LS, paper numbers, bootstrap test."""
     cfg = load_pair_config(pair)
-    results = {m: load_results(save_root, pair, m, seeds) for m in methods}
+    results = {m: load_results(root, pair, m, seeds) for m in methods}
     row: dict[str, Any] = {
         "pair": pair,
         "metric": "tokenized BLEU" if cfg.bleu.tokenized_bleu else "sacreBLEU",
@@ -56,6 +65,7 @@ def summarize_pair(save_root: Path, pair: str, methods: Sequence[str], seeds: Se
         "methods": {m: {"bleu": mean_std([primary_bleu(r) for r in rs]),
                         "sacrebleu": mean_std([r["bleu"] for r in rs]),
                         "chrf": mean_std([r["chrf"] for r in rs]),
+                        "epoch_seconds": mean_std(_epoch_seconds(root, pair, m, rs)),
                         "seeds": [r["seed"] for r in rs]}
                     for m, rs in results.items()},
         "signature": next((r["bleu_signature"] for rs in results.values() for r in rs), None),
@@ -80,6 +90,17 @@ def _bootstrap(ls: list[dict[str, Any]], labo: list[dict[str, Any]], tokenize: s
     test = scoring.paired_bootstrap(("ls", _lines(base["hypotheses"])), ("labo", _lines(system["hypotheses"])),
                                     refs, tokenize, n_samples)
     return {**test, "seed": shared[0]}
+
+
+def _epoch_seconds(root: Path, pair: str, method: str, results: Sequence[dict[str, Any]]) -> list[float]:
+    """Median training seconds per epoch of each run that has a train.log."""
+    costs = []
+    for r in results:
+        log = layout.run_dir(root, pair, method, r["seed"]) / layout.TRAIN_LOG
+        cost = fairseq_log.training_cost(log) if log.is_file() else None
+        if cost is not None:
+            costs.append(cost["median_epoch_train_wall_s"])
+    return costs
 
 
 def _lines(path: str) -> list[str]:
@@ -116,6 +137,15 @@ def markdown(suite: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
               "|" + "---|" * (len(methods) + 1)]
     lines += ["| " + " | ".join([row["pair"], *[_fmt(row["methods"][m]["chrf"]) for m in methods]]) + " |"
               for row in rows]
+    lines += ["", "Training cost: seconds per epoch in training steps (fairseq's per-epoch `train_wall`, "
+              "median over epochs 2+, mean over seeds):", "",
+              "| pair | " + " | ".join(m.upper() for m in methods) + " | LABO / LS |",
+              "|" + "---|" * (len(methods) + 2)]
+    for row in rows:
+        secs = {m: row["methods"][m]["epoch_seconds"]["mean"] for m in methods}
+        ratio = secs["labo"] / secs["ls"] if secs.get("labo") and secs.get("ls") else None
+        lines.append("| " + " | ".join([row["pair"], *[_opt(secs[m], "{:.0f}") for m in methods],
+                                        _opt(ratio)]) + " |")
     signatures = sorted({row["signature"] for row in rows if row["signature"]})
     if signatures:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{s}`" for s in signatures)]

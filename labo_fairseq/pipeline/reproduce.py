@@ -1,9 +1,14 @@
 """Runs a whole suite: prepare → train → evaluate for pairs × methods × seeds, then reports.
 
-A suite is resumable and idempotent: data already prepared is reused, finished runs
-(``DONE`` and ``result.json``) are skipped, a trained but unevaluated run is only evaluated,
-and an interrupted run resumes from its last checkpoint. One failing run does not stop the
-others; failures are listed at the end and make the exit status non-zero.
+A suite is resumable and idempotent: data already prepared is reused, runs whose result is
+archived under ``<results-dir>/<suite>/runs/`` are skipped (so a fresh clone with the committed
+results does not retrain them), a trained but unevaluated run is only evaluated, and an
+interrupted run resumes from its last checkpoint. One failing run does not stop the others;
+failures are listed at the end and make the exit status non-zero.
+
+The report always covers the whole suite and every method and seed archived for it, so
+several invocations restricted with ``--pairs`` / ``--methods`` (e.g. one per CPU core) build
+one table together.
 
 Usage: ``python -m labo_fairseq.pipeline.reproduce SUITE [--seeds 1,2] [--pairs ...]
 [--methods ls,labo] [...] [-- extra fairseq-train args]`` (``scripts/reproduce.sh``).
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from labo_fairseq.pairs import METHODS, list_pairs, load_pair_config
-from labo_fairseq.pipeline import layout, plots, report
+from labo_fairseq.pipeline import archive, layout, plots, report
 from labo_fairseq.pipeline.cli_args import split_passthrough
 from labo_fairseq.pipeline.evaluate import EvaluationError, evaluate
 from labo_fairseq.pipeline.train import RunError, TrainSpec, default_gpus, train
@@ -39,7 +44,8 @@ class Plan:
     """What a reproduce invocation covers and where it reads and writes."""
 
     name: str
-    pairs: tuple[str, ...]
+    suite_pairs: tuple[str, ...]  # what the report covers
+    pairs: tuple[str, ...]  # what this invocation runs
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     gpus: int
@@ -53,8 +59,9 @@ class Plan:
     n_bootstrap: int
 
 
-def resolve_pairs(suite: str, only: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
-    """(report name, pairs) of a suite name or comma list of pairs, restricted to ``only``."""
+def resolve_pairs(suite: str, only: Sequence[str] | None) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(report name, all pairs, pairs to run) of a suite name or comma list of pairs; the pairs
+    to run are restricted to ``only``."""
     pairs = SUITES[suite] if suite in SUITES else tuple(suite.split(","))
     name = suite if suite in SUITES else "_".join(pairs)
     known = set(list_pairs())
@@ -62,12 +69,12 @@ def resolve_pairs(suite: str, only: Sequence[str] | None) -> tuple[str, tuple[st
     if unknown:
         raise ValueError(f"unknown pair(s) {', '.join(unknown)}; suites: {', '.join(SUITES)}; "
                          f"known pairs: {', '.join(sorted(known))}")
-    if only:
-        outside = [p for p in only if p not in pairs]
-        if outside:
-            raise ValueError(f"--pairs {', '.join(outside)} not in suite {suite!r} ({', '.join(pairs)})")
-        pairs = tuple(p for p in pairs if p in only)
-    return name, pairs
+    if not only:
+        return name, pairs, pairs
+    outside = [p for p in only if p not in pairs]
+    if outside:
+        raise ValueError(f"--pairs {', '.join(outside)} not in suite {suite!r} ({', '.join(pairs)})")
+    return name, pairs, tuple(p for p in pairs if p in only)
 
 
 def ensure_prepared(pair: str, plan: Plan) -> None:
@@ -81,16 +88,27 @@ def ensure_prepared(pair: str, plan: Plan) -> None:
         raise RunError(f"scripts/prepare.sh {pair} failed")
 
 
+def archive_root(plan: Plan) -> Path:
+    """Where the suite's runs are archived (see :mod:`labo_fairseq.pipeline.archive`)."""
+    return plan.results_dir / plan.name / "runs"
+
+
 def run_one(pair: str, method: str, seed: int, plan: Plan) -> str:
-    """Train and evaluate one run as needed; returns what was done."""
+    """Train, evaluate and archive one run as needed; returns what was done."""
+    kept = layout.run_dir(archive_root(plan), pair, method, seed)
+    if (kept / layout.RESULT_JSON).exists():
+        return f"skipped (result archived in {kept})"
     run = layout.run_dir(plan.save_root, pair, method, seed)
-    if (run / layout.DONE).exists() and (run / layout.RESULT_JSON).exists():
-        return "skipped (finished)"
-    did = "evaluated"
     if not (run / layout.DONE).exists():
         train(TrainSpec(pair, method, seed, plan.gpus, plan.data_root, plan.save_root, plan.train_args))
-        did = "trained and evaluated"
-    evaluate(run, plan.k, plan.generate_args)
+        evaluate(run, plan.k, plan.generate_args)
+        did = "trained, evaluated and archived"
+    elif not (run / layout.RESULT_JSON).exists():
+        evaluate(run, plan.k, plan.generate_args)
+        did = "evaluated and archived"
+    else:
+        did = "archived (already evaluated)"
+    archive.store(run, kept)
     return did
 
 
@@ -116,15 +134,19 @@ def reproduce(plan: Plan) -> list[str]:
 
 
 def write_suite_report(plan: Plan) -> tuple[Path, Path]:
-    """Summaries, plots and the Markdown/JSON report of whatever results exist."""
-    rows = [report.summarize_pair(plan.save_root, pair, plan.methods, plan.seeds, plan.n_bootstrap)
-            for pair in plan.pairs]
+    """Summaries, plots and the Markdown/JSON report of every archived result of the suite."""
+    root = archive_root(plan)
+    found_methods, found_seeds = report.present_runs(root, plan.suite_pairs)
+    methods = [m for m in METHODS if m in plan.methods or m in found_methods]
+    seeds = sorted({*plan.seeds, *found_seeds})
+    rows = [report.summarize_pair(root, pair, methods, seeds, plan.n_bootstrap)
+            for pair in plan.suite_pairs]
     plot_dir = plan.results_dir / plan.name
     made = [plots.plot_valid_loss(
-        pair, {m: [layout.run_dir(plan.save_root, pair, m, s) for s in plan.seeds] for m in plan.methods},
-        plot_dir / f"{pair}_valid_loss.png") for pair in plan.pairs]
-    made.append(plots.plot_bleu(rows, plan.methods, plot_dir / "bleu.png"))
-    return report.write_report(plan.name, rows, plan.methods, plan.seeds, plan.results_dir,
+        pair, {m: [layout.run_dir(root, pair, m, s) for s in seeds] for m in methods},
+        plot_dir / f"{pair}_valid_loss.png") for pair in plan.suite_pairs]
+    made.append(plots.plot_bleu(rows, methods, plot_dir / "bleu.png"))
+    return report.write_report(plan.name, rows, methods, seeds, plan.results_dir,
                                [p for p in made if p is not None])
 
 
@@ -157,11 +179,11 @@ def parse_args(argv: Sequence[str]) -> Plan:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         parser.error(f"unknown method(s) {bad}; choose from {METHODS}")
-    name, pairs = resolve_pairs(ns.suite, _csv(ns.pairs) if ns.pairs else None)
+    name, suite_pairs, pairs = resolve_pairs(ns.suite, _csv(ns.pairs) if ns.pairs else None)
     prepare_args = [*(["--mirror", str(ns.mirror.resolve())] if ns.mirror else []),
                     *(["--max-train-lines", str(ns.max_train_lines)] if ns.max_train_lines else []),
                     *(["--vocab-size", str(ns.vocab_size)] if ns.vocab_size else [])]
-    return Plan(name, pairs, tuple(methods), tuple(int(s) for s in _csv(ns.seeds)),
+    return Plan(name, suite_pairs, pairs, tuple(methods), tuple(int(s) for s in _csv(ns.seeds)),
                 default_gpus() if ns.gpus is None else ns.gpus, ns.data_dir.resolve(),
                 ns.save_root.resolve(), ns.results_dir.resolve(), tuple(prepare_args), tuple(extra),
                 tuple(shlex.split(ns.generate_args)), ns.k, ns.bootstrap_samples)
