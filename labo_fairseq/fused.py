@@ -113,6 +113,34 @@ def _grad_kernel(
     return (-g.unsqueeze(1) * q).to(lprobs.dtype)
 
 
+def _logsumexp_kernel(logits: Tensor):
+    """log Σ_k exp(z_k) per row in float32: the log-softmax normaliser, without an N × V output."""
+    x = logits.to(torch.float32)
+    top = x.amax(1)
+    return top + torch.log(torch.exp(x - top.unsqueeze(1)).sum(1))
+
+
+def _logits_grad_kernel(
+    logits: Tensor,
+    target: Tensor,
+    beta: Tensor,
+    shift: Tensor,
+    log_norm: Tensor,
+    lse: Tensor,
+    g: Tensor,
+    q_mass: Tensor,
+    epsilon: float,
+):
+    """∂loss/∂z = g·(p·Σq − q) with p = softmax(z), q = (1 − α)·e_y + α·u*, in one pass."""
+    x = logits.to(torch.float32)
+    notgt, keep = _keep_mask(x, target)
+    d = torch.where(keep, x - shift.unsqueeze(1), 0.0)
+    u = torch.where(keep, torch.exp(beta.unsqueeze(1) * d - log_norm.unsqueeze(1)), 0.0)
+    q = torch.where(notgt, epsilon * u, 1.0 - epsilon)
+    p = torch.exp(x - lse.unsqueeze(1))
+    return (g.unsqueeze(1) * (p * q_mass.unsqueeze(1) - q)).to(logits.dtype)
+
+
 def _get(name: str, fn):
     if name not in _compiled:
         _compiled[name] = torch.compile(fn, dynamic=True)
@@ -205,3 +233,14 @@ def moments(
 def labo_grad(mode, lprobs, target, beta, shift, log_norm, g, epsilon):
     """The LABO loss gradient w.r.t. ``lprobs`` in one pass; None if compilation failed."""
     return _call(mode, "grad", _grad_kernel, lprobs, target, beta, shift, log_norm, g, epsilon)
+
+
+def logsumexp(mode, logits):
+    """Per-row log Σ exp(z) in one pass; None if compilation failed."""
+    return _call(mode, "logsumexp", _logsumexp_kernel, logits)
+
+
+def labo_logits_grad(mode, logits, target, beta, shift, log_norm, lse, g, q_mass, epsilon):
+    """The LABO loss gradient w.r.t. the logits in one pass; None if compilation failed."""
+    return _call(mode, "logits_grad", _logits_grad_kernel, logits, target, beta, shift, log_norm,
+                 lse, g, q_mass, epsilon)

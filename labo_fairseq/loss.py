@@ -94,6 +94,138 @@ class _LaboSmoothedLoss(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
+def _logsumexp_rows(logits: Tensor, compile: str) -> Tensor:
+    """log Σ exp(z) per row in the compute dtype, fused when compiled, else row chunk by chunk."""
+    cdtype = labo_solver.compute_dtype(logits.dtype)
+    if labo_fused.use_compiled(compile, logits) and cdtype == torch.float32:
+        out = labo_fused.logsumexp(compile, logits)
+        if out is not None:
+            return out
+    out = torch.empty(logits.size(0), dtype=cdtype, device=logits.device)
+    rows = labo_solver.chunk_rows(logits)
+    for start in range(0, logits.size(0), rows):
+        sl = slice(start, min(start + rows, logits.size(0)))
+        out[sl] = torch.logsumexp(logits[sl].to(cdtype), dim=1)
+    return out
+
+
+class _LaboSmoothedLossFromLogits(torch.autograd.Function):
+    """Per-row LABO loss of raw ``logits`` [N, V] (log-softmax folded in); ignored rows give 0.
+
+    Same loss as :class:`_LaboSmoothedLoss` on ``log_softmax(logits)``, but no N × V log-prob
+    tensor is ever written: the forward needs the per-row normaliser (one read) besides the
+    solver (u* is shift-invariant, so it solves on the logits directly), and the backward writes
+    ``g·(p·Σq − q)`` in one pass instead of a gradient w.r.t. the log-probs followed by
+    log_softmax's own backward. Σq is 1, or 1 − α on a row with no unmasked non-target class.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        logits: Tensor,
+        target: Tensor,
+        valid: Tensor,
+        epsilon: float,
+        budget: labo_solver.Budget,
+        tol: float,
+        max_iter: int,
+        ignore_index: Optional[int],
+        compile: str,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        sol = labo_solver.solve(
+            logits, target, budget, tol=tol, max_iter=max_iter, ignore_index=ignore_index,
+            compile=compile,
+        )
+        lse = _logsumexp_rows(logits, compile)
+        target = target.masked_fill(~valid, 0)
+        gold = logits.gather(1, target.unsqueeze(1)).squeeze(1).to(lse.dtype) - lse
+        # Σ_k u*_k·log p_k = shift + E_{u*}[z − shift] − lse (no mass where the support is empty).
+        has_support = sol.support >= 1
+        expected = torch.where(has_support, sol.shift + sol.mean_shifted - lse, torch.zeros_like(lse))
+        loss = torch.where(valid, -(1.0 - epsilon) * gold - epsilon * expected, torch.zeros_like(lse))
+        nll = torch.where(valid, -gold, torch.zeros_like(gold))
+        q_mass = torch.ones_like(lse).masked_fill_(~has_support, 1.0 - epsilon)
+        ctx.save_for_backward(logits, target, valid, sol.beta, sol.shift, sol.log_norm, lse, q_mass)
+        ctx.epsilon, ctx.has_mask = epsilon, sol.has_mask
+        ctx.compile = compile if sol.compiled else "off"
+        ctx.mark_non_differentiable(nll, sol.beta, sol.bound, sol.kl)
+        # In the compute dtype (float32 for fp16/bf16 logits), like fairseq's upcast log_softmax.
+        return loss, nll, sol.beta, sol.bound, sol.kl
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, *_unused: Tensor):  # type: ignore[override]
+        logits, target, valid, beta, shift, log_norm, lse, q_mass = ctx.saved_tensors
+        eps = ctx.epsilon
+        g = torch.where(valid, grad_loss.to(beta.dtype), torch.zeros_like(beta))
+        none = (None,) * 8
+        if ctx.compile != "off":
+            grad = labo_fused.labo_logits_grad(
+                ctx.compile, logits, target, beta, shift, log_norm, lse, g, q_mass, float(eps)
+            )
+            if grad is not None:
+                return (grad, *none)
+        grad = torch.empty_like(logits)
+        rows = labo_solver.chunk_rows(logits)
+        for start in range(0, logits.size(0), rows):
+            sl = slice(start, min(start + rows, logits.size(0)))
+            w, _ = labo_solver.tempered_rows(
+                logits[sl], target[sl], beta[sl], shift[sl], ctx.has_mask
+            )
+            # −g·q with u* = w / Σw (Σw = exp(log_norm)), then + g·Σq·softmax(z).
+            w.mul_((-eps * g[sl] * torch.exp(-log_norm[sl])).unsqueeze(1))
+            w.scatter_add_(1, target[sl].unsqueeze(1), (-(1.0 - eps) * g[sl]).unsqueeze(1))
+            p = torch.exp(logits[sl].to(w.dtype) - lse[sl].unsqueeze(1))
+            grad[sl] = w.add_(p.mul_((g[sl] * q_mass[sl]).unsqueeze(1)))
+        return (grad, *none)
+
+
+def _flat_inputs(scores: Tensor, target: Tensor, ignore_index: Optional[int]):
+    """fairseq's shape rules: (scores [N, V], target [N], valid [N], unreduced output shape).
+
+    The target gets a trailing singleton dim; unreduced outputs keep it when ignore_index is
+    given and drop it otherwise."""
+    target_1 = target if target.dim() == scores.dim() else target.unsqueeze(-1)
+    out_shape = target_1.shape if ignore_index is not None else target_1.shape[:-1]
+    flat_target = target_1.reshape(-1)
+    if ignore_index is None:
+        valid = torch.ones_like(flat_target, dtype=torch.bool)
+    else:
+        valid = flat_target != ignore_index
+    return scores.reshape(-1, scores.size(-1)), flat_target, valid, out_shape
+
+
+def labo_smoothed_loss_from_logits(
+    logits: Tensor,
+    target: Tensor,
+    epsilon: float,
+    budget: labo_solver.Budget,
+    ignore_index: Optional[int] = None,
+    reduce: bool = True,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 20,
+    compile: str = "auto",
+) -> Tuple[Tensor, Tensor, RowStats]:
+    """(loss, nll_loss, stats) of :func:`labo_label_smoothed_nll_loss_with_stats` applied to
+    ``log_softmax(logits.float())``, computed from the logits without materialising log-probs.
+
+    This is the criterion's fast path for models whose normalised output is the plain
+    log-softmax of their logits (fairseq's default); the gradient w.r.t. the logits is p − q.
+    """
+    check_epsilon(epsilon)
+    flat_logits, flat_target, valid, out_shape = _flat_inputs(logits, target, ignore_index)
+    if isinstance(budget, Tensor):
+        budget = budget.reshape(-1)
+    loss, nll_loss, beta, bound, kl = _LaboSmoothedLossFromLogits.apply(
+        flat_logits, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index,
+        compile,
+    )
+    stats = RowStats(beta, bound, kl)
+    if reduce:
+        return loss.sum(), nll_loss.sum(), stats
+    return loss.view(out_shape), nll_loss.view(out_shape), stats
+
+
 def labo_label_smoothed_nll_loss_with_stats(
     lprobs: Tensor,
     target: Tensor,
@@ -111,19 +243,9 @@ def labo_label_smoothed_nll_loss_with_stats(
     The stats cover all positions flattened (padded ones have β = 1 and are not bound).
     """
     check_epsilon(epsilon)
-    vocab = lprobs.size(-1)
-    # fairseq's shape rules: target gets a trailing singleton dim; unreduced outputs keep it
-    # when ignore_index is given and drop it otherwise.
-    target_1 = target if target.dim() == lprobs.dim() else target.unsqueeze(-1)
-    out_shape = target_1.shape if ignore_index is not None else target_1.shape[:-1]
-    flat_lprobs = lprobs.reshape(-1, vocab)
-    flat_target = target_1.reshape(-1)
+    flat_lprobs, flat_target, valid, out_shape = _flat_inputs(lprobs, target, ignore_index)
     if isinstance(budget, Tensor):
         budget = budget.reshape(-1)
-    if ignore_index is None:
-        valid = torch.ones_like(flat_target, dtype=torch.bool)
-    else:
-        valid = flat_target != ignore_index
     loss, beta, bound, kl = _LaboSmoothedLoss.apply(
         flat_lprobs, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index,
         compile,

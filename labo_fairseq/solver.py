@@ -56,6 +56,7 @@ class LaboSolution:
     has_mask: bool
     row_iterations: Optional[Tensor] = None  # exact passes each row took (0: none needed)
     compiled: bool = False  # whether the fused compiled passes served this solve
+    support: Optional[Tensor] = None  # unmasked non-target classes per row (0: u* is all zero)
 
     @property
     def temperature(self) -> Tensor:
@@ -400,7 +401,7 @@ def solve(
         idx, lo, hi, b, proven = idx[keep], lo[keep], hi[keep], new_b[keep], proven[keep]
         center, prev_err = center[keep], prev_err[keep]
     return LaboSolution(
-        beta, shift, log_norm, mean, kl, bound, iterations, has_mask, row_iterations, fast
+        beta, shift, log_norm, mean, kl, bound, iterations, has_mask, row_iterations, fast, count
     )
 
 

@@ -1,8 +1,14 @@
 """fairseq glue for LABO: the registered criterion ``labo_label_smoothed_cross_entropy``.
 
 A thin subclass of fairseq's label-smoothed cross-entropy: same flags, same logging, and the
-loss swapped for :func:`labo_fairseq.loss.labo_label_smoothed_nll_loss`. All math lives in
-:mod:`labo_fairseq.loss` and :mod:`labo_fairseq.solver`, which need no fairseq state.
+loss swapped for LABO's. All math lives in :mod:`labo_fairseq.loss` and
+:mod:`labo_fairseq.solver`, which need no fairseq state.
+
+When the model normalises its output with fairseq's default (plain log-softmax of the decoder
+logits: no adaptive softmax, no override of ``get_normalized_probs``), the loss is computed
+from the logits directly (:func:`labo_fairseq.loss.labo_smoothed_loss_from_logits`), which
+never writes the N × V log-probabilities and fuses log-softmax's backward into LABO's; any
+other model goes through ``get_normalized_probs`` like fairseq's own criterion.
 
 Logged besides loss / nll_loss / ppl (all summable across workers):
 ``labo_temp`` mean temperature T = 1/β over non-padding target positions (T = 1 where the
@@ -23,8 +29,20 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterionConfig,
 )
 from fairseq.logging import metrics
+from fairseq.models import BaseFairseqModel, FairseqDecoder
+from fairseq.models.transformer.transformer_base import TransformerModelBase
 
-from labo_fairseq.loss import check_epsilon, labo_label_smoothed_nll_loss_with_stats
+from labo_fairseq.loss import (
+    check_epsilon,
+    labo_label_smoothed_nll_loss_with_stats,
+    labo_smoothed_loss_from_logits,
+)
+
+# Model-level get_normalized_probs implementations known to only delegate to the decoder's.
+_DELEGATING_NORMALIZERS = (
+    BaseFairseqModel.get_normalized_probs,
+    TransformerModelBase.get_normalized_probs,
+)
 
 
 @dataclass
@@ -64,6 +82,25 @@ def _check_config(label_smoothing: float, budget: float, tol: float, max_iter: i
         raise ValueError(f"--labo-max-iter must be an integer >= 1, got {max_iter}")
 
 
+def normalizes_with_log_softmax(model) -> bool:
+    """True when ``model.get_normalized_probs(net_output, log_probs=True)`` is exactly
+    ``log_softmax(net_output[0].float())``, so the loss may start from the logits."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):  # DDP / proxy wrappers
+        model = model.module
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, FairseqDecoder) or getattr(decoder, "onnx_trace", False):
+        return False
+    return (
+        type(model).get_normalized_probs in _DELEGATING_NORMALIZERS
+        and type(model).get_normalized_probs_scriptable
+        is BaseFairseqModel.get_normalized_probs_scriptable
+        and type(decoder).get_normalized_probs is FairseqDecoder.get_normalized_probs
+        and type(decoder).get_normalized_probs_scriptable
+        is FairseqDecoder.get_normalized_probs_scriptable
+        and getattr(decoder, "adaptive_softmax", None) is None
+    )
+
+
 @register_criterion(
     "labo_label_smoothed_cross_entropy", dataclass=LaboLabelSmoothedCrossEntropyCriterionConfig
 )
@@ -92,10 +129,9 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         """Like fairseq's label smoothing, plus the LABO diagnostics in the logging output."""
         self._batches_seen += 1
         net_output = model(**sample["net_input"])
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, stats = self._labo_loss(lprobs, target, reduce)
+        loss, nll_loss, stats, target, scores = self._labo_loss(model, net_output, sample, reduce)
         if not bool(torch.isfinite(loss).all()):
-            self._raise_non_finite(lprobs, sample)
+            self._raise_non_finite(scores, sample)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         valid = target.ne(self.padding_idx)
         finite_temp = valid & (stats.beta > 0)
@@ -121,23 +157,39 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
 
     def compute_loss(self, model, net_output, sample, reduce=True):
         """Used by fairseq code that calls ``compute_loss`` directly (e.g. some tasks)."""
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, _ = self._labo_loss(lprobs, target, reduce)
+        loss, nll_loss, _, _, _ = self._labo_loss(model, net_output, sample, reduce)
         return loss, nll_loss
 
-    def _labo_loss(self, lprobs, target, reduce):
-        """(loss, nll_loss, per-position stats) with this criterion's settings."""
-        return labo_label_smoothed_nll_loss_with_stats(
-            lprobs, target, self.eps, self.labo_budget, ignore_index=self.padding_idx,
-            reduce=reduce, tol=self.labo_tol, max_iter=self.labo_max_iter,
-            compile=self.labo_compile,
+    def _labo_loss(self, model, net_output, sample, reduce):
+        """(loss, nll_loss, per-position stats, flat target, the scores the loss read) with this
+        criterion's settings, from the logits where the model allows it (module docstring)."""
+        settings = dict(
+            ignore_index=self.padding_idx, reduce=reduce, tol=self.labo_tol,
+            max_iter=self.labo_max_iter, compile=self.labo_compile,
         )
+        if normalizes_with_log_softmax(model):
+            scores, target = self._logits_and_target(model, net_output, sample)
+            loss_fn = labo_smoothed_loss_from_logits
+        else:
+            scores, target = self.get_lprobs_and_target(model, net_output, sample)
+            loss_fn = labo_label_smoothed_nll_loss_with_stats
+        loss, nll_loss, stats = loss_fn(scores, target, self.eps, self.labo_budget, **settings)
+        return loss, nll_loss, stats, target, scores
 
-    def _raise_non_finite(self, lprobs, sample) -> None:
+    def _logits_and_target(self, model, net_output, sample):
+        """Like ``get_lprobs_and_target`` but the decoder's raw logits, flattened to [N, V]."""
+        logits = net_output[0]
+        target = model.get_targets(sample, net_output)
+        if self.ignore_prefix_size > 0:
+            logits = logits[:, self.ignore_prefix_size :, :]
+            target = target[:, self.ignore_prefix_size :]
+        return logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+
+    def _raise_non_finite(self, scores, sample) -> None:
         """A non-finite loss means NaN/+inf log-probs (diverged training) or a gold token the
         model masked with -inf; stop with a message naming the batch. Checked on the loss, so
         healthy batches pay no extra pass over the logits."""
-        bad_rows = (torch.isnan(lprobs) | torch.isposinf(lprobs)).any(-1).nonzero().flatten()
+        bad_rows = (torch.isnan(scores) | torch.isposinf(scores)).any(-1).nonzero().flatten()
         ids = sample.get("id", torch.tensor([])).tolist()[:8]
         raise FloatingPointError(
             f"LABO criterion: non-finite logits/loss in training batch {self._batches_seen} "
