@@ -1,15 +1,17 @@
 """LABO vs fairseq label smoothing: time, peak memory and solver accuracy of one training step
 of the criterion, from logits to the gradient with respect to the logits.
 
-For each shape N × V (N target positions, V vocabulary) both methods run
+For each shape N × V (N target positions, V vocabulary) each method runs what its fairseq
+criterion runs on the decoder output ``x`` (a leaf holding the logits), through
+``loss.backward()``:
 
-    lprobs = log_softmax(x); loss = <criterion>(lprobs, target, ...); loss.backward()
-
-with ``x`` a leaf holding the logits, so the figures include the log_softmax forward and
-backward that both share (as in fairseq, where the model's ``get_normalized_probs`` does it).
-LS is fairseq's ``label_smoothed_nll_loss``; LABO is
-``labo_fairseq.loss.labo_label_smoothed_nll_loss`` with the given budget / tolerance / compile
-mode. The logits come from :mod:`benchmarks.logits` (Zipf-like rows with a heavy right tail,
+- LS: ``lprobs = log_softmax(x)`` (the model's ``get_normalized_probs``), then fairseq's
+  ``label_smoothed_nll_loss``;
+- LABO: ``labo_fairseq.loss.labo_smoothed_loss_from_logits(x, ...)``, the criterion's path for
+  models normalised by plain log-softmax (fairseq's transformers), with the given budget /
+  tolerance / compile mode;
+- LABO via log-probs (``--lprobs-path``): ``log_softmax`` then
+  ``labo_label_smoothed_nll_loss``, the criterion's path for other models. The logits come from :mod:`benchmarks.logits` (Zipf-like rows with a heavy right tail,
 gold token drawn from the row's softmax); 5% of the rows are padding (ignore_index 1).
 
 Time: after one warm-up step per method (compilation happens there), ``--reps`` steps per method,
@@ -77,7 +79,7 @@ def step_fn(method, args):
     """One training step of the criterion on leaf ``x`` (returns nothing; x.grad is filled)."""
     from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-    from labo_fairseq.loss import labo_label_smoothed_nll_loss
+    from labo_fairseq.loss import labo_label_smoothed_nll_loss, labo_smoothed_loss_from_logits
 
     def ls(x, y):
         lp = torch.log_softmax(x, -1)
@@ -85,10 +87,17 @@ def step_fn(method, args):
         loss.backward()
 
     def labo(x, y, compile_mode):
+        loss, _, _ = labo_smoothed_loss_from_logits(
+            x, y, args.epsilon, args.budget, ignore_index=PAD, reduce=True, tol=args.tol,
+            compile=compile_mode,
+        )
+        loss.backward()
+
+    def labo_lprobs(x, y):
         lp = torch.log_softmax(x, -1)
         loss, _ = labo_label_smoothed_nll_loss(
             lp, y, args.epsilon, args.budget, ignore_index=PAD, reduce=True, tol=args.tol,
-            compile=compile_mode,
+            compile=args.compile,
         )
         loss.backward()
 
@@ -98,6 +107,8 @@ def step_fn(method, args):
         return lambda x, y: labo(x, y, args.compile)
     if method == "labo_eager":
         return lambda x, y: labo(x, y, "off")
+    if method == "labo_lprobs":
+        return labo_lprobs
     raise ValueError(method)
 
 
@@ -211,7 +222,8 @@ def solver_figures(args, x, y):
 def time_shape(args, n, v):
     x, y = make_inputs(n, v, args.seed, args.device, getattr(torch, args.dtype))
     x.requires_grad_(True)
-    methods = ["ls", "labo"] + (["labo_eager"] if args.eager else [])
+    methods = (["ls", "labo"] + (["labo_eager"] if args.eager else [])
+               + (["labo_lprobs"] if args.lprobs_path else []))
     fns = {m: step_fn(m, args) for m in methods}
     for m in methods:  # warm-up (compilation)
         t0 = time.perf_counter()
@@ -240,9 +252,9 @@ def time_shape(args, n, v):
         ),
         "load_avg_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
     }
-    if args.eager:
-        res["ratio_labo_eager_ls"] = statistics.median(
-            [a / b for a, b in zip(times["labo_eager"], times["ls"])]
+    for extra in methods[2:]:
+        res[f"ratio_{extra}_ls"] = statistics.median(
+            [a / b for a, b in zip(times[extra], times["ls"])]
         )
     res.update(solver_figures(args, x, y))
     del x, y
@@ -265,9 +277,10 @@ def markdown(results, command):
         f"{results['date']}",
         "",
         "| N | V | dtype | LS median s | LABO median s | LABO/LS time | LABO eager/LS | "
+        "LABO via log-probs/LS | "
         "peak MB LS | peak MB LABO | LABO/LS peak | mean passes | max passes | bound | "
         "max abs(KL−δ) | load (min–max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["shapes"]:
         pk = r.get("peak_bytes", {})
@@ -275,6 +288,7 @@ def markdown(results, command):
             f"| {r['N']} | {r['V']} | {r['dtype']} | {r['median_s']['ls']:.3f} | "
             f"{r['median_s']['labo']:.3f} | **{r['ratio_labo_ls']:.2f}** | "
             f"{r.get('ratio_labo_eager_ls', float('nan')):.2f} | "
+            f"{r.get('ratio_labo_lprobs_ls', float('nan')):.2f} | "
             f"{pk.get('ls', float('nan')) / 2**20:.0f} | {pk.get('labo', float('nan')) / 2**20:.0f} | "
             f"**{r.get('memory_ratio_labo_ls', float('nan')):.2f}** | "
             f"{r['mean_iterations']:.2f} | {r['max_iterations']} | {r['bound_fraction']:.2f} | "
@@ -300,6 +314,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--eager", action="store_true", help="also time LABO with compile=off")
+    p.add_argument("--lprobs-path", action="store_true",
+                   help="also time LABO through log_softmax + labo_label_smoothed_nll_loss")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON output path")
