@@ -5,6 +5,7 @@
 - The gradient with respect to the logits (through log_softmax) is p − q with
   q = (1 − α)·e_y + α·u*, u* held constant (LABO.md §3).
 - Padded positions contribute nothing to the loss or the gradient.
+- The criterion's fast path from the logits equals log_softmax followed by the log-prob loss.
 """
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ from stubs import PAD, StubModel, StubTask, stub_sample  # noqa: E402
 from labo_fairseq.criterions.labo_label_smoothed_cross_entropy import (  # noqa: E402
     LaboLabelSmoothedCrossEntropyCriterion,
 )
-from labo_fairseq.loss import labo_label_smoothed_nll_loss  # noqa: E402
+from labo_fairseq.loss import (  # noqa: E402
+    labo_label_smoothed_nll_loss,
+    labo_label_smoothed_nll_loss_with_stats,
+    labo_smoothed_loss_from_logits,
+)
 from labo_fairseq.solver import labo_distribution  # noqa: E402
 
 
@@ -242,6 +247,65 @@ def test_extreme_and_masked_logits_give_finite_loss():
     loss.backward()
     assert torch.isfinite(x.grad).all()
     assert (x.grad[..., 3] == 0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# From logits (the criterion's fast path) equals log_softmax + the log-prob loss
+# --------------------------------------------------------------------------------------------
+
+def _from_both_paths(x, t, budget, ignore_index, reduce, compile, mask=None):
+    """(loss, nll, grad, stats) of the logits path and of the log-prob path on the same logits."""
+    out = []
+    for from_logits in (True, False):
+        leaf = x.detach().clone().requires_grad_(True)
+        z = leaf if mask is None else leaf.masked_fill(mask, -float("inf"))
+        if from_logits:
+            loss, nll, stats = labo_smoothed_loss_from_logits(
+                z, t, 0.1, budget, ignore_index=ignore_index, reduce=reduce, compile=compile)
+        else:
+            lprobs = torch.log_softmax(z.float() if z.dtype != torch.float64 else z, -1)
+            loss, nll, stats = labo_label_smoothed_nll_loss_with_stats(
+                lprobs, t, 0.1, budget, ignore_index=ignore_index, reduce=reduce, compile=compile)
+        loss.sum().backward()
+        out.append((loss, nll, leaf.grad, stats))
+    return out
+
+
+@pytest.mark.parametrize("compile", ["off", "on"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduce", [True, False])
+def test_from_logits_matches_log_prob_path(compile, dtype, reduce):
+    if compile == "on" and dtype == torch.float64:
+        pytest.skip("compiled kernels are float32")
+    x, t = make_logits((3, 8), 500, 3.0, seed=21, dtype=dtype)
+    (loss, nll, grad, stats), (ref_loss, ref_nll, ref_grad, ref_stats) = _from_both_paths(
+        x, t, 1.0, PAD, reduce, compile)
+    assert loss.shape == ref_loss.shape and nll.shape == ref_nll.shape
+    assert loss.dtype == ref_loss.dtype and grad.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
+    torch.testing.assert_close(nll, ref_nll, rtol=tol, atol=tol)
+    torch.testing.assert_close(stats.beta, ref_stats.beta, rtol=1e-4, atol=1e-6)
+    half = dtype in (torch.bfloat16, torch.float16)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-2 if half else tol, atol=1e-3 if half else tol)
+
+
+@pytest.mark.parametrize("compile", ["off", "on"])
+def test_from_logits_masked_classes_empty_support_and_ignore_index(compile):
+    x, t = make_logits((40,), 300, 3.0, seed=22, pad_tail=False)
+    t[t >= 200] = 3
+    t[:4] = -100
+    mask = torch.zeros(40, 300, dtype=torch.bool)
+    mask[:, 200:] = True
+    mask[7] = True
+    mask[7, t[7]] = False  # row 7: only the gold class is left, u* has no support
+    (loss, nll, grad, _), (ref_loss, ref_nll, ref_grad, _) = _from_both_paths(
+        x, t, 0.5, -100, False, compile, mask)
+    assert torch.isfinite(loss).all() and (loss[:4] == 0).all() and (grad[:4] == 0).all()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(nll, ref_nll, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    assert (grad[:, 200:] == 0).all() and grad[7].abs().max() < 1e-6
 
 
 # --------------------------------------------------------------------------------------------
