@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from labo_fairseq.loss import DEFAULT_BUDGET
 from labo_fairseq.solver import distribution_from_solution, solve
 
 
@@ -189,7 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         p.add_argument("--checkpoint", type=Path, required=True)
         p.add_argument("--data", type=Path, required=True, help="prepared data dir data/<pair>")
         p.add_argument("--budget", type=float, default=None,
-                       help="δ in nats (default: the checkpoint's --labo-budget, else 1.0)")
+                       help="δ in nats (default: the checkpoint's --labo-budget, else the criterion's default)")
         p.add_argument("--out", type=Path, required=True, help="PNG to write")
     sub.choices["targets"].add_argument("--source", required=True)
     sub.choices["targets"].add_argument("--target", required=True)
@@ -224,10 +225,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _checkpoint_budget(checkpoint: Path) -> float:
-    """The ``--labo-budget`` the checkpoint was trained with (1.0 for non-LABO checkpoints)."""
+    """The ``--labo-budget`` the checkpoint was trained with (the default for non-LABO ones)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     criterion = (state.get("cfg") or {}).get("criterion") or {}
-    return float(criterion.get("labo_budget", 1.0))
+    return float(criterion.get("labo_budget", DEFAULT_BUDGET))
 
 
 if __name__ == "__main__":

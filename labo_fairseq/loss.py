@@ -20,6 +20,11 @@ from labo_fairseq import fused as labo_fused
 from labo_fairseq import solver as labo_solver
 
 
+# Default budget δ (nats) of the criterion and tools: the best validation BLEU of
+# δ ∈ {0.25, 0.5, 1, 2, 4} on Multi30k en→de (results/sweep-multi30k-en-de.md).
+DEFAULT_BUDGET = 2.0
+
+
 class RowStats(NamedTuple):
     """Per-position solver results, kept for logging (no gradient flows through them)."""
 

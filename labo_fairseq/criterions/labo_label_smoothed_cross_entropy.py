@@ -33,6 +33,7 @@ from fairseq.models import BaseFairseqModel, FairseqDecoder
 from fairseq.models.transformer.transformer_base import TransformerModelBase
 
 from labo_fairseq.loss import (
+    DEFAULT_BUDGET,
     check_epsilon,
     labo_label_smoothed_nll_loss_with_stats,
     labo_smoothed_loss_from_logits,
@@ -48,7 +49,7 @@ _DELEGATING_NORMALIZERS = (
 @dataclass
 class LaboLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
     labo_budget: float = field(
-        default=2.0,
+        default=DEFAULT_BUDGET,
         metadata={
             "help": "LABO smoothing budget δ in nats: how far (KL) the instance-level smoothing "
             "distribution may move from the uniform LS prior; 0 = plain label smoothing. "
@@ -114,7 +115,7 @@ class LaboLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         label_smoothing,
         ignore_prefix_size=0,
         report_accuracy=False,
-        labo_budget=2.0,
+        labo_budget=DEFAULT_BUDGET,
         labo_tol=1e-4,
         labo_max_iter=20,
         labo_compile="auto",
