@@ -124,7 +124,9 @@ def markdown(suite: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
             "paper LS", "paper LABO", "bootstrap p (LABO vs LS)"]
     lines = [f"# Results: {suite}", "",
              f"BLEU mean ± sample std over seeds {', '.join(map(str, seeds))}; "
-             "'–' = not run or not known. Paired bootstrap: sacreBLEU, first shared seed.", "",
+             "'–' = not run or not known. Paired bootstrap: sacreBLEU's, first shared seed; its "
+             "p-value tests 'no difference' (two-sided, |ΔBLEU|), the sign of LABO − LS gives the "
+             "direction.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         boot = row["bootstrap"]

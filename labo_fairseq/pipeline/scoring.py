@@ -37,9 +37,11 @@ def paired_bootstrap(baseline: tuple[str, Sequence[str]], system: tuple[str, Seq
                      refs: Sequence[str], tokenize: str, n_samples: int = 1000) -> dict[str, Any]:
     """sacreBLEU's paired bootstrap resampling test of ``system`` against ``baseline`` (BLEU).
 
-    Returns both scores, the bootstrap mean ± 95% CI half-width of each, the p-value of the
-    system (sacreBLEU's: how often the resampled difference is not in the system's favour,
-    with add-one smoothing) and the test's signature. Seeded via SACREBLEU_SEED (default 12345).
+    Returns both scores, the bootstrap mean ± 95% CI half-width of each, the p-value and the
+    test's signature. sacreBLEU's p-value is for the null hypothesis that the systems do not
+    differ: its statistic is |BLEU(system) − BLEU(baseline)| (centred over the resamples), so it
+    says nothing about the direction, which is the sign of the observed difference; add-one
+    smoothing. Seeded via SACREBLEU_SEED (default 12345).
     """
     _check_lengths(baseline[1], refs)
     _check_lengths(system[1], refs)
