@@ -216,6 +216,7 @@ def test_report_means_difference_and_bootstrap(tmp_path):
     assert ls["n"] == 2 and ls["std"] is not None and labo == {"mean": 100.0, "std": None, "n": 1}
     assert row["difference"] == pytest.approx(100.0 - ls["mean"], abs=0.011)
     assert row["bootstrap"]["seed"] == 1 and row["bootstrap"]["p_value"] < 0.05
+    assert row["bootstrap"]["chrf"]["p_value"] < 0.05 and row["bootstrap"]["chrf"]["system"] == 100.0
     md, js = report.write_report("t", [row], ["ls", "labo"], [1, 2], tmp_path / "res", [])
     assert f"| {PAIR} | sacreBLEU |" in md.read_text()
     assert json.loads(js.read_text())["pairs"][0]["difference"] == row["difference"]

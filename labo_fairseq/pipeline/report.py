@@ -113,6 +113,10 @@ def _fmt(stats: dict[str, Any]) -> str:
     return f"{stats['mean']:.2f}" if stats["std"] is None else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
 
 
+def _chrf_p(boot: dict[str, Any] | None) -> str:
+    return "–" if boot is None or "chrf" not in boot else f"{boot['chrf']['p_value']:.4f}"
+
+
 def _opt(value: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
@@ -135,9 +139,11 @@ def markdown(suite: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
                  _opt(row["paper"]["labo"], "{:.1f}"),
                  "–" if boot is None else f"{boot['p_value']:.4f} (seed {boot['seed']})"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "chrF (sacreBLEU):", "", "| pair | " + " | ".join(m.upper() for m in methods) + " |",
-              "|" + "---|" * (len(methods) + 1)]
-    lines += ["| " + " | ".join([row["pair"], *[_fmt(row["methods"][m]["chrf"]) for m in methods]]) + " |"
+    lines += ["", "chrF (sacreBLEU), with the paired bootstrap p-value of LABO vs LS on chrF (same resamples):",
+              "", "| pair | " + " | ".join(m.upper() for m in methods) + " | bootstrap p (chrF) |",
+              "|" + "---|" * (len(methods) + 2)]
+    lines += ["| " + " | ".join([row["pair"], *[_fmt(row["methods"][m]["chrf"]) for m in methods],
+                                 _chrf_p(row["bootstrap"])]) + " |"
               for row in rows]
     lines += ["", "Training cost: seconds per epoch in training steps (fairseq's per-epoch `train_wall`, "
               "median over epochs 2+, mean over seeds):", "",

@@ -35,9 +35,10 @@ def tokenized_bleu(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
 
 def paired_bootstrap(baseline: tuple[str, Sequence[str]], system: tuple[str, Sequence[str]],
                      refs: Sequence[str], tokenize: str, n_samples: int = 1000) -> dict[str, Any]:
-    """sacreBLEU's paired bootstrap resampling test of ``system`` against ``baseline`` (BLEU).
+    """sacreBLEU's paired bootstrap resampling test of ``system`` against ``baseline`` (BLEU, and
+    chrF on the same resamples under ``"chrf"``).
 
-    Returns both scores, the bootstrap mean ± 95% CI half-width of each, the p-value and the
+    Returns both BLEU scores, the bootstrap mean ± 95% CI half-width of each, the p-value and the
     test's signature. sacreBLEU's p-value is for the null hypothesis that the systems do not
     differ: its statistic is |BLEU(system) − BLEU(baseline)| (centred over the resamples), so it
     says nothing about the direction, which is the sign of the observed difference; add-one
@@ -46,16 +47,19 @@ def paired_bootstrap(baseline: tuple[str, Sequence[str]], system: tuple[str, Seq
     _check_lengths(baseline[1], refs)
     _check_lengths(system[1], refs)
     test = PairedTest([(baseline[0], list(baseline[1])), (system[0], list(system[1]))],
-                      {"BLEU": BLEU(tokenize=tokenize)}, [list(refs)],
+                      {"BLEU": BLEU(tokenize=tokenize), "chrF": CHRF()}, [list(refs)],
                       test_type="bs", n_samples=n_samples)
     signatures, results = test()
-    (metric,) = [k for k in results if k != "System"]
-    base, sys_ = results[metric]
+    base, sys_ = results["BLEU"]
+    (chrf_name,) = [k for k in results if k.startswith("chrF")]  # sacreBLEU names it chrF2
+    chrf_base, chrf_sys = results[chrf_name]
     return {
         "baseline": baseline[0], "system": system[0], "n_samples": n_samples,
         "baseline_bleu": base.score, "baseline_mean": base.mean, "baseline_ci": base.ci,
         "system_bleu": sys_.score, "system_mean": sys_.mean, "system_ci": sys_.ci,
-        "p_value": sys_.p_value, "signature": str(signatures[metric]),
+        "p_value": sys_.p_value, "signature": str(signatures["BLEU"]),
+        "chrf": {"baseline": chrf_base.score, "system": chrf_sys.score,
+                 "p_value": chrf_sys.p_value, "signature": str(signatures[chrf_name])},
     }
 
 
