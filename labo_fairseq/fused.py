@@ -95,6 +95,16 @@ def _moments_rows_kernel(
     return _moment_sums(scores[rows].to(torch.float32), target[rows], beta, shift[rows], center)
 
 
+def _smoothed_target(x: Tensor, target: Tensor, beta: Tensor, shift: Tensor, log_norm: Tensor,
+                     epsilon: float) -> Tensor:
+    """q = (1 − α)·e_y + α·u* for float32 scores ``x``, u* = exp(β·(z − shift) − log_norm) on the
+    support (elementwise, so it fuses into the gradient kernels that use it)."""
+    notgt, keep = _keep_mask(x, target)
+    d = torch.where(keep, x - shift.unsqueeze(1), 0.0)
+    u = torch.where(keep, torch.exp(beta.unsqueeze(1) * d - log_norm.unsqueeze(1)), 0.0)
+    return torch.where(notgt, epsilon * u, 1.0 - epsilon)
+
+
 def _grad_kernel(
     lprobs: Tensor,
     target: Tensor,
@@ -104,12 +114,8 @@ def _grad_kernel(
     g: Tensor,
     epsilon: float,
 ):
-    """∂loss/∂lprobs = −g·((1 − α)·e_y + α·u*) with u* = exp(β·d − log_norm) on the support."""
-    x = lprobs.to(torch.float32)
-    notgt, keep = _keep_mask(x, target)
-    d = torch.where(keep, x - shift.unsqueeze(1), 0.0)
-    u = torch.where(keep, torch.exp(beta.unsqueeze(1) * d - log_norm.unsqueeze(1)), 0.0)
-    q = torch.where(notgt, epsilon * u, 1.0 - epsilon)
+    """∂loss/∂lprobs = −g·q."""
+    q = _smoothed_target(lprobs.to(torch.float32), target, beta, shift, log_norm, epsilon)
     return (-g.unsqueeze(1) * q).to(lprobs.dtype)
 
 
@@ -131,12 +137,9 @@ def _logits_grad_kernel(
     q_mass: Tensor,
     epsilon: float,
 ):
-    """∂loss/∂z = g·(p·Σq − q) with p = softmax(z), q = (1 − α)·e_y + α·u*, in one pass."""
+    """∂loss/∂z = g·(p·Σq − q) with p = softmax(z), in one pass."""
     x = logits.to(torch.float32)
-    notgt, keep = _keep_mask(x, target)
-    d = torch.where(keep, x - shift.unsqueeze(1), 0.0)
-    u = torch.where(keep, torch.exp(beta.unsqueeze(1) * d - log_norm.unsqueeze(1)), 0.0)
-    q = torch.where(notgt, epsilon * u, 1.0 - epsilon)
+    q = _smoothed_target(x, target, beta, shift, log_norm, epsilon)
     p = torch.exp(x - lse.unsqueeze(1))
     return (g.unsqueeze(1) * (p * q_mass.unsqueeze(1) - q)).to(logits.dtype)
 
@@ -148,17 +151,21 @@ def _get(name: str, fn):
 
 
 def use_compiled(mode: str, scores: Tensor) -> bool:
-    """Whether the compiled kernels serve this call (see the module docstring for the modes)."""
+    """Whether the compiled kernels serve this call (see the module docstring for the modes).
+
+    The kernels compute in float32, so scores wider than float32 always take the eager code."""
     if mode not in MODES:
         raise ValueError(f"--labo-compile must be one of {MODES}, got {mode!r}")
     if mode == "off":
         return False
+    float32_compute = torch.promote_types(scores.dtype, torch.float32) == torch.float32
     if mode == "on":
         if _broken is not None:
             raise RuntimeError(f"LABO compiled kernels unavailable: {_broken}") from _broken
-        return True
+        return float32_compute
     return (
-        _broken is None
+        float32_compute
+        and _broken is None
         and scores.device.type in ("cpu", "cuda")
         and scores.numel() >= AUTO_MIN_ELEMENTS
     )

@@ -88,24 +88,28 @@ class _LaboSmoothedLoss(torch.autograd.Function):
         rows = labo_solver.chunk_rows(lprobs)
         for start in range(0, lprobs.size(0), rows):
             sl = slice(start, min(start + rows, lprobs.size(0)))
-            w, _ = labo_solver.tempered_rows(
-                lprobs[sl], target[sl], beta[sl], shift[sl], ctx.has_mask
-            )
-            # u* = w / Σw with Σw = exp(log_norm); grad = −g·(α·u* + (1 − α)·e_y).
-            scale = (-eps * g[sl] * torch.exp(-log_norm[sl])).unsqueeze(1)
-            w.mul_(scale)
-            w.scatter_add_(1, target[sl].unsqueeze(1), (-(1.0 - eps) * g[sl]).unsqueeze(1))
-            grad[sl] = w
+            grad[sl] = _minus_g_q(lprobs, target, beta, shift, log_norm, g, eps, ctx.has_mask, sl)
         return grad, None, None, None, None, None, None, None, None
+
+
+def _minus_g_q(scores: Tensor, target: Tensor, beta: Tensor, shift: Tensor, log_norm: Tensor,
+               g: Tensor, eps: float, has_mask: bool, sl: slice) -> Tensor:
+    """−g·q = −g·(α·u* + (1 − α)·e_y) for the rows ``sl``, a fresh chunk in the compute dtype;
+    u* = w / Σw is rebuilt from the solution (Σw = exp(log_norm)). The eager backward of both
+    autograd Functions."""
+    w, _ = labo_solver.tempered_rows(scores[sl], target[sl], beta[sl], shift[sl], has_mask)
+    w.mul_((-eps * g[sl] * torch.exp(-log_norm[sl])).unsqueeze(1))
+    w.scatter_add_(1, target[sl].unsqueeze(1), (-(1.0 - eps) * g[sl]).unsqueeze(1))
+    return w
 
 
 def _logsumexp_rows(logits: Tensor, compile: str) -> Tensor:
     """log Σ exp(z) per row in the compute dtype, fused when compiled, else row chunk by chunk."""
-    cdtype = labo_solver.compute_dtype(logits.dtype)
-    if labo_fused.use_compiled(compile, logits) and cdtype == torch.float32:
+    if labo_fused.use_compiled(compile, logits):
         out = labo_fused.logsumexp(compile, logits)
         if out is not None:
             return out
+    cdtype = labo_solver.compute_dtype(logits.dtype)
     out = torch.empty(logits.size(0), dtype=cdtype, device=logits.device)
     rows = labo_solver.chunk_rows(logits)
     for start in range(0, logits.size(0), rows):
@@ -173,19 +177,16 @@ class _LaboSmoothedLossFromLogits(torch.autograd.Function):
         rows = labo_solver.chunk_rows(logits)
         for start in range(0, logits.size(0), rows):
             sl = slice(start, min(start + rows, logits.size(0)))
-            w, _ = labo_solver.tempered_rows(
-                logits[sl], target[sl], beta[sl], shift[sl], ctx.has_mask
-            )
-            # −g·q with u* = w / Σw (Σw = exp(log_norm)), then + g·Σq·softmax(z).
-            w.mul_((-eps * g[sl] * torch.exp(-log_norm[sl])).unsqueeze(1))
-            w.scatter_add_(1, target[sl].unsqueeze(1), (-(1.0 - eps) * g[sl]).unsqueeze(1))
+            w = _minus_g_q(logits, target, beta, shift, log_norm, g, eps, ctx.has_mask, sl)
             p = torch.exp(logits[sl].to(w.dtype) - lse[sl].unsqueeze(1))
-            grad[sl] = w.add_(p.mul_((g[sl] * q_mass[sl]).unsqueeze(1)))
+            grad[sl] = w.add_(p.mul_((g[sl] * q_mass[sl]).unsqueeze(1)))  # + g·Σq·softmax(z)
         return (grad, *none)
 
 
-def _flat_inputs(scores: Tensor, target: Tensor, ignore_index: Optional[int]):
-    """fairseq's shape rules: (scores [N, V], target [N], valid [N], unreduced output shape).
+def _flat_inputs(scores: Tensor, target: Tensor, budget: labo_solver.Budget,
+                 ignore_index: Optional[int]):
+    """fairseq's shape rules: (scores [N, V], target [N], budget (float or [N]), valid [N],
+    unreduced output shape).
 
     The target gets a trailing singleton dim; unreduced outputs keep it when ignore_index is
     given and drop it otherwise."""
@@ -196,7 +197,17 @@ def _flat_inputs(scores: Tensor, target: Tensor, ignore_index: Optional[int]):
         valid = torch.ones_like(flat_target, dtype=torch.bool)
     else:
         valid = flat_target != ignore_index
-    return scores.reshape(-1, scores.size(-1)), flat_target, valid, out_shape
+    if isinstance(budget, Tensor):
+        budget = budget.reshape(-1)
+    return scores.reshape(-1, scores.size(-1)), flat_target, budget, valid, out_shape
+
+
+def _shaped(loss: Tensor, nll_loss: Tensor, stats: RowStats, reduce: bool,
+            out_shape: torch.Size) -> Tuple[Tensor, Tensor, RowStats]:
+    """Summed, or per position in fairseq's unreduced shape."""
+    if reduce:
+        return loss.sum(), nll_loss.sum(), stats
+    return loss.view(out_shape), nll_loss.view(out_shape), stats
 
 
 def labo_smoothed_loss_from_logits(
@@ -218,17 +229,14 @@ def labo_smoothed_loss_from_logits(
     log-softmax of their logits (fairseq's default); the gradient w.r.t. the logits is p − q.
     """
     check_epsilon(epsilon)
-    flat_logits, flat_target, valid, out_shape = _flat_inputs(logits, target, ignore_index)
-    if isinstance(budget, Tensor):
-        budget = budget.reshape(-1)
+    flat_logits, flat_target, budget, valid, out_shape = _flat_inputs(
+        logits, target, budget, ignore_index
+    )
     loss, nll_loss, beta, bound, kl = _LaboSmoothedLossFromLogits.apply(
         flat_logits, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index,
         compile,
     )
-    stats = RowStats(beta, bound, kl)
-    if reduce:
-        return loss.sum(), nll_loss.sum(), stats
-    return loss.view(out_shape), nll_loss.view(out_shape), stats
+    return _shaped(loss, nll_loss, RowStats(beta, bound, kl), reduce, out_shape)
 
 
 def labo_label_smoothed_nll_loss_with_stats(
@@ -248,9 +256,9 @@ def labo_label_smoothed_nll_loss_with_stats(
     The stats cover all positions flattened (padded ones have β = 1 and are not bound).
     """
     check_epsilon(epsilon)
-    flat_lprobs, flat_target, valid, out_shape = _flat_inputs(lprobs, target, ignore_index)
-    if isinstance(budget, Tensor):
-        budget = budget.reshape(-1)
+    flat_lprobs, flat_target, budget, valid, out_shape = _flat_inputs(
+        lprobs, target, budget, ignore_index
+    )
     loss, beta, bound, kl = _LaboSmoothedLoss.apply(
         flat_lprobs, flat_target, valid, float(epsilon), budget, tol, max_iter, ignore_index,
         compile,
@@ -259,10 +267,7 @@ def labo_label_smoothed_nll_loss_with_stats(
     safe_target = flat_target.masked_fill(~valid, 0)
     nll_loss = -flat_lprobs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
     nll_loss = torch.where(valid, nll_loss, torch.zeros_like(nll_loss))
-    stats = RowStats(beta, bound, kl)
-    if reduce:
-        return loss.sum(), nll_loss.sum(), stats
-    return loss.view(out_shape), nll_loss.view(out_shape), stats
+    return _shaped(loss, nll_loss, RowStats(beta, bound, kl), reduce, out_shape)
 
 
 def labo_label_smoothed_nll_loss(

@@ -322,7 +322,7 @@ def solve(
     n_rows, device = scores.size(0), scores.device
     rows = chunk_rows(scores, chunk_elements)
     delta = _budget_rows(budget, n_rows, device, cdtype)
-    fast = _fused.use_compiled(compile, scores) and cdtype == torch.float32
+    fast = _fused.use_compiled(compile, scores)
 
     stats = _fused.uniform_statistics(compile, scores, target) if fast else None
     if stats is None:

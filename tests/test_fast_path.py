@@ -117,5 +117,6 @@ def test_auto_mode_threshold_and_bad_mode():
     assert not fused.use_compiled("auto", small)
     assert not fused.use_compiled("off", small)
     assert fused.use_compiled("on", small)
+    assert not fused.use_compiled("on", small.double()), "the kernels compute in float32"
     with pytest.raises(ValueError, match="--labo-compile"):
         fused.use_compiled("sometimes", small)
