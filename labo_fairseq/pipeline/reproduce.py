@@ -93,23 +93,33 @@ def archive_root(plan: Plan) -> Path:
     return plan.results_dir / plan.name / "runs"
 
 
-def run_one(pair: str, method: str, seed: int, plan: Plan) -> str:
-    """Train, evaluate and archive one run as needed; returns what was done."""
-    kept = layout.run_dir(archive_root(plan), pair, method, seed)
-    if (kept / layout.RESULT_JSON).exists():
+def complete_run(spec: TrainSpec, kept: Path, split: str = "test", k: int | None = None,
+                 generate_args: Sequence[str] = ()) -> str:
+    """Train (or resume), evaluate on ``split`` and archive to ``kept`` one run, each step only
+    if still needed; returns what was done. Shared by reproduce (test) and sweep (valid)."""
+    result = layout.result_json(split)
+    verb = "evaluated" if split == "test" else "validated"
+    if (kept / result).exists():
         return f"skipped (result archived in {kept})"
-    run = layout.run_dir(plan.save_root, pair, method, seed)
+    run = layout.run_dir(spec.save_root, spec.pair, spec.method, spec.seed)
     if not (run / layout.DONE).exists():
-        train(TrainSpec(pair, method, seed, plan.gpus, plan.data_root, plan.save_root, plan.train_args))
-        evaluate(run, plan.k, plan.generate_args)
-        did = "trained, evaluated and archived"
-    elif not (run / layout.RESULT_JSON).exists():
-        evaluate(run, plan.k, plan.generate_args)
-        did = "evaluated and archived"
+        train(spec)
+        evaluate(run, k, generate_args, split=split)
+        did = f"trained, {verb} and archived"
+    elif not (run / result).exists():
+        evaluate(run, k, generate_args, split=split)
+        did = f"{verb} and archived"
     else:
-        did = "archived (already evaluated)"
+        did = f"archived (already {verb})"
     archive.store(run, kept)
     return did
+
+
+def run_one(pair: str, method: str, seed: int, plan: Plan) -> str:
+    """Train, evaluate and archive one run of the plan as needed; returns what was done."""
+    spec = TrainSpec(pair, method, seed, plan.gpus, plan.data_root, plan.save_root, plan.train_args)
+    return complete_run(spec, layout.run_dir(archive_root(plan), pair, method, seed), "test",
+                        plan.k, plan.generate_args)
 
 
 def reproduce(plan: Plan) -> list[str]:

@@ -29,8 +29,9 @@ from typing import Any, Sequence
 from labo_fairseq.pairs import load_pair_config
 from labo_fairseq.pipeline import archive, fairseq_log, layout
 from labo_fairseq.pipeline.cli_args import split_passthrough
-from labo_fairseq.pipeline.evaluate import EvaluationError, evaluate
-from labo_fairseq.pipeline.train import RunError, TrainSpec, default_gpus, train
+from labo_fairseq.pipeline.evaluate import EvaluationError
+from labo_fairseq.pipeline.reproduce import complete_run
+from labo_fairseq.pipeline.train import RunError, TrainSpec, default_gpus
 
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -75,37 +76,29 @@ class SweepPlan:
     def candidates(self) -> list[Candidate]:
         return [Candidate(None), *(Candidate(b) for b in self.budgets)]
 
+    def kept(self, cand: Candidate) -> Path:
+        """Where ``cand``'s run is archived."""
+        return self.archive_root / cand.label / f"seed{self.seed}"
+
 
 def run_candidate(cand: Candidate, plan: SweepPlan) -> str:
     """Train (if needed), evaluate on valid and archive one candidate; returns what was done."""
-    kept = plan.archive_root / cand.label / f"seed{plan.seed}"
-    if (kept / layout.result_json("valid")).is_file():
-        return "skipped (archived)"
-    root = cand.save_root(plan.save_root)
-    run = layout.run_dir(root, plan.pair, cand.method, plan.seed)
-    did = "archived (already validated)"
-    if not (run / layout.DONE).exists():
-        train(TrainSpec(plan.pair, cand.method, plan.seed, plan.gpus, plan.data_root, root,
-                        cand.train_args(plan.train_args)))
-        did = "trained, validated and archived"
-    if not (run / layout.result_json("valid")).is_file():
-        evaluate(run, None, plan.generate_args, split="valid")
-        did = did if did.startswith("trained") else "validated and archived"
-    archive.store(run, kept)
-    return did
+    spec = TrainSpec(plan.pair, cand.method, plan.seed, plan.gpus, plan.data_root,
+                     cand.save_root(plan.save_root), cand.train_args(plan.train_args))
+    return complete_run(spec, plan.kept(cand), "valid", None, plan.generate_args)
 
 
 def summarize(plan: SweepPlan) -> dict[str, Any]:
     """The sweep's rows (archived candidates only) and the chosen budget."""
     rows = []
     for cand in plan.candidates():
-        kept = plan.archive_root / cand.label / f"seed{plan.seed}"
+        kept = plan.kept(cand)
         result_path = kept / layout.result_json("valid")
         if not result_path.is_file():
             continue
         result = archive.load_result(result_path)
-        valid = [r for r in fairseq_log.read_records(kept / layout.TRAIN_LOG, "valid")]
-        epochs = [r for r in fairseq_log.read_records(kept / layout.TRAIN_LOG, "train")]
+        valid = list(fairseq_log.read_records(kept / layout.TRAIN_LOG, "valid"))
+        epochs = list(fairseq_log.read_records(kept / layout.TRAIN_LOG, "train"))
         rows.append({
             "label": cand.label, "method": cand.method, "budget": cand.budget,
             "valid_bleu": result["bleu"], "valid_chrf": result["chrf"],
